@@ -1,0 +1,2 @@
+"""opencdp: an open-source customer data platform."""
+__version__ = "0.1.0"

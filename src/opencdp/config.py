@@ -1,0 +1,86 @@
+"""One settings class for the whole of opencdp.
+
+Values come, in order of precedence, from keyword arguments, ``OPENCDP_*``
+environment variables, and an optional TOML file (``opencdp.toml`` in the working
+directory, or the path in ``OPENCDP_CONFIG``). Every setting has a default that
+works on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _toml_path() -> Path:
+    return Path(os.environ.get("OPENCDP_CONFIG", "opencdp.toml"))
+
+
+class Settings(BaseSettings):
+    """opencdp configuration. Environment variables are ``OPENCDP_`` + the upper-case name."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENCDP_", extra="forbid")
+
+    data_dir: Path = Field(Path("data"), description="Where the embedded store, the write-ahead log and server state live.")
+    backend: Literal["duckdb", "clickhouse", "chdb"] = Field(
+        "duckdb",
+        description="Storage engine: `duckdb` (embedded file, the default), `clickhouse` (a server, via clickhouse-connect) or `chdb` (embedded ClickHouse).",
+    )
+    clickhouse_url: str = Field(
+        "http://default:@localhost:8123/opencdp",
+        description="ClickHouse server URL `http://user:password@host:port/database`, used when backend is `clickhouse`.",
+    )
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, description="Port the HTTP server listens on.")
+    default_region: str = Field("RU", description="Region used to read phone numbers written without a country code (ISO 3166 alpha-2).")
+    max_event_bytes: int = Field(32 * 1024, description="Largest accepted single event, as Segment: 32 KB.")
+    max_batch_bytes: int = Field(500 * 1024, description="Largest accepted batch request body, as Segment: 500 KB.")
+    max_batch_events: int = Field(2500, description="Most events in one batch, as Segment: 2500.")
+    max_future_skew_s: float = Field(
+        24 * 3600.0, description="Events timestamped further than this in the future are rejected (seconds)."
+    )
+    max_pending_bytes: int = Field(
+        64 * 1024 * 1024, description="Bytes waiting for the write-ahead log before the API answers 429."
+    )
+    max_lag_bytes: int = Field(
+        512 * 1024 * 1024, description="Write-ahead log bytes not yet loaded into the store before the API answers 503."
+    )
+    wal_segment_bytes: int = Field(64 * 1024 * 1024, description="Size at which the write-ahead log starts a new file.")
+    loader_batch_events: int = Field(50_000, description="Most events the loader moves into the store in one transaction.")
+    loader_interval_s: float = Field(0.2, description="How often the loader looks for new write-ahead log entries (seconds).")
+    dedupe_window_days: int = Field(
+        0, description="Look back this many days of events for duplicate messageIds; 0 means all history."
+    )
+    cors_origins: list[str] = Field(["*"], description="Origins allowed to call the tracking API from a browser.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_toml_path()))
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "opencdp.duckdb"
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.data_dir / "wal"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "chdb"

@@ -1,0 +1,161 @@
+"""The tracking pipeline's front door: validate, log durably, acknowledge.
+
+``Collector.submit`` takes the raw messages of one request, validates each on its
+own (a bad message never affects its neighbours), and appends the accepted rows
+and the rejects to the write-ahead log as one record. The returned future
+completes when that record is on disk, which is when the API answers 200.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from opencdp.config import Settings
+from opencdp.errors import TransientError
+from opencdp.ingest.loader import Loader, Record, encode_record
+from opencdp.ingest.segment import Envelope, Rejected, normalize
+from opencdp.ingest.wal import WriteAheadLog
+from opencdp.storage.base import Backend
+
+_decode_json = msgspec.json.Decoder().decode
+
+
+@dataclass
+class Rejection:
+    index: int
+    error: str
+    detail: str
+    field: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"index": self.index, "error": self.error, "detail": self.detail}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+@dataclass
+class Submission:
+    accepted: int
+    rejected: list[Rejection] = field(default_factory=list)
+    durable: Future[int] | None = None
+
+
+class Collector:
+    def __init__(self, settings: Settings, backend: Backend, *, fsync: bool = True) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.wal = WriteAheadLog(settings.wal_dir, segment_bytes=settings.wal_segment_bytes, fsync=fsync)
+        self.loader = Loader(
+            backend, self.wal, batch_events=settings.loader_batch_events, interval_s=settings.loader_interval_s
+        )
+
+    def start(self) -> None:
+        self.loader.start()
+
+    def close(self) -> None:
+        self.loader.stop()
+        self.wal.close()
+
+    def check_capacity(self) -> None:
+        """Refuse work early instead of growing memory or an unbounded backlog."""
+        if self.wal.queued_bytes > self.settings.max_pending_bytes:
+            raise TransientError(
+                "the write-ahead log is saturated; retry after the Retry-After delay",
+                retry_after=1,
+                code="too_many_requests",
+            )
+        if self.loader.lag_bytes > self.settings.max_lag_bytes:
+            raise TransientError(
+                f"the store is {self.loader.lag_bytes // 1_048_576} MB behind the log; retry after the Retry-After delay",
+                retry_after=5,
+                code="backlog",
+            )
+
+    def submit(
+        self,
+        messages: Sequence[msgspec.Raw],
+        *,
+        source: str,
+        default_type: str | None = None,
+        sent_at: Any = None,
+        context: dict[str, Any] | None = None,
+    ) -> Submission:
+        """Validate and durably log one request's messages."""
+        self.check_capacity()
+        received_ms = int(time.time() * 1000)
+        envelope = Envelope(
+            received_at_ms=received_ms,
+            source=source,
+            max_future_ms=int(self.settings.max_future_skew_s * 1000),
+            default_type=default_type,
+            sent_at=sent_at,
+        )
+        record = Record()
+        rejected: list[Rejection] = []
+        for index, raw in enumerate(messages):
+            try:
+                if len(raw) > self.settings.max_event_bytes:
+                    raise Rejected(
+                        f"event is {len(raw)} bytes; the limit is {self.settings.max_event_bytes} bytes (32 KB) per event",
+                        field="$",
+                        code="event_too_large",
+                    )
+                message = _decode(raw)
+                if context and isinstance(message, dict):
+                    message.setdefault("context", context)  # batch-level context, as Segment's batch API
+                record.events.append(normalize(message, envelope))
+            except Rejected as error:
+                rejected.append(Rejection(index, error.code, error.detail, error.field))
+                record.rejects.append(_reject_row(received_ms, source, error, index, bytes(raw)))
+        durable = self.wal.append(encode_record(record)) if record.events or record.rejects else None
+        return Submission(len(record.events), rejected, durable)
+
+    def reject(self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None) -> Future[int]:
+        """Quarantine a request that could not be read at all (bad JSON, gzip, encoding)."""
+        row = {
+            "received_at": int(time.time() * 1000),
+            "source": source,
+            "error": error,
+            "detail": detail,
+            "field": field,
+            "position": None,
+            "payload": payload[:65536].decode("utf-8", "replace"),
+        }
+        return self.wal.append(encode_record(Record(rejects=[row])))
+
+    def flush(self) -> None:
+        """Load everything acknowledged so far into the store (tests and CLI)."""
+        self.loader.drain()
+
+
+def _decode(raw: msgspec.Raw) -> Any:
+    try:
+        return _decode_json(raw)
+    except UnicodeDecodeError:
+        raise Rejected("the event is not valid UTF-8; encode JSON as UTF-8", field="$", code="invalid_encoding") from None
+    except msgspec.DecodeError as error:
+        raise Rejected(f"the event is not valid JSON: {error}", field="$", code="invalid_json") from None
+
+
+def _reject_row(received_ms: int, source: str, error: Rejected, index: int, payload: bytes) -> dict[str, Any]:
+    return {
+        "received_at": received_ms,
+        "source": source,
+        "error": error.code,
+        "detail": error.detail,
+        "field": error.field,
+        "position": index,
+        "payload": payload.decode("utf-8", "replace"),
+    }
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,126 @@
+"""Move durable write-ahead log records into the store, exactly once.
+
+The loader reads from its checkpoint, writes events, order lines and rejects in
+one ``Backend.load`` call that also advances the checkpoint, then releases log
+files it no longer needs. After a crash it starts again from the checkpoint;
+``load`` skips message ids already stored, so a replay adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from opencdp.ingest.rows import events_and_lines, quarantine_table
+from opencdp.ingest.wal import WriteAheadLog
+from opencdp.storage.base import Backend, LoadBatch, LoadResult
+
+CHECKPOINT = "loader"
+log = logging.getLogger(__name__)
+
+
+class Record(msgspec.Struct):
+    """One write-ahead log record: the accepted rows and the rejects of one request."""
+
+    events: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+
+
+encode_record = msgspec.msgpack.Encoder().encode
+_decode_record = msgspec.msgpack.Decoder(Record).decode
+
+
+@dataclass
+class LoaderStats:
+    loaded: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    last_error: str | None = None
+
+
+class Loader:
+    def __init__(self, backend: Backend, wal: WriteAheadLog, *, batch_events: int = 50_000, interval_s: float = 0.2) -> None:
+        self.backend = backend
+        self.wal = wal
+        self.batch_events = batch_events
+        self.interval_s = interval_s
+        self.position = backend.get_checkpoint(CHECKPOINT)
+        self.stats = LoaderStats()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one step at a time: the thread, drain() and shutdown
+
+    @property
+    def lag_bytes(self) -> int:
+        return self.wal.durable_lsn - self.position
+
+    def step(self) -> LoadResult | None:
+        """Load one batch; ``None`` when there was nothing to load."""
+        with self._lock:
+            return self._step()
+
+    def _step(self) -> LoadResult | None:
+        if self.position >= self.wal.durable_lsn:
+            return None
+        events: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
+        end = self.position
+        # ~200 bytes per event is a lower bound, so this reads at most a few batches' worth.
+        for end, payload in self.wal.read(self.position, max_bytes=self.batch_events * 2000):
+            record = _decode_record(payload)
+            for row in record.events:
+                row["lsn"] = end
+            events.extend(record.events)
+            rejects.extend(record.rejects)
+            if len(events) >= self.batch_events:
+                break
+        event_table, line_table = events_and_lines(events)
+        batch = LoadBatch(event_table, line_table, quarantine_table(rejects) if rejects else None)
+        result = self.backend.load(batch, (CHECKPOINT, end))
+        self.position = end
+        self.wal.release(end)
+        self.stats.loaded += result.inserted
+        self.stats.duplicates += result.duplicates
+        self.stats.quarantined += result.quarantined
+        self.stats.batches += 1
+        return result
+
+    def drain(self) -> None:
+        """Load everything durable now (used by tests, imports and shutdown)."""
+        while self.step() is not None:
+            pass
+
+    # -- background thread -------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.step() is not None:
+                    self.stats.last_error = None
+                    continue
+            except Exception as error:  # the store is down: keep the log, retry later
+                self.stats.last_error = f"{type(error).__name__}: {error}"
+                log.exception("loader step failed; retrying")
+                time.sleep(min(5.0, self.interval_s * 10))
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.drain()

@@ -1,0 +1,175 @@
+"""The storage contract every engine implements.
+
+A backend is an analytical store (DuckDB embedded, ClickHouse for scale) behind
+one interface. What differs between engines is declared in ``Capabilities`` and
+in each backend's type and statement tables, not discovered at run time.
+
+Loading is idempotent: ``load`` skips events whose ``message_id`` is already
+stored, so a replayed write-ahead log or a re-imported file creates no duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from opencdp.storage.schema import CHECKPOINTS, TABLES, Table
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do, declared up front."""
+
+    dialect: str
+    """sqlglot dialect name used to render queries."""
+    transactions: bool
+    """Several statements commit atomically (checkpoint together with data)."""
+    embedded: bool
+    """Runs inside this process (single writer process)."""
+    native_upsert: bool
+    """Current-state tables are updated in place rather than merged on read."""
+
+
+@dataclass
+class LoadBatch:
+    """What one loader step writes: events with their order lines, and rejects."""
+
+    events: pa.Table
+    order_lines: pa.Table
+    quarantine: pa.Table | None = None
+
+
+@dataclass
+class LoadResult:
+    inserted: int = 0
+    duplicates: int = 0
+    order_lines: int = 0
+    quarantined: int = 0
+    new_message_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StoreStats:
+    size_bytes: int
+    rows: dict[str, int]
+    last_event_at: dt.datetime | None
+    last_received_at: dt.datetime | None
+
+
+class Backend(ABC):
+    """Abstract store. Subclasses set ``capabilities`` and implement the primitives."""
+
+    capabilities: ClassVar[Capabilities]
+    name: ClassVar[str]
+
+    # -- primitives ----------------------------------------------------------
+    @abstractmethod
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing."""
+
+    @abstractmethod
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Run a query and return its result as an Arrow table."""
+
+    @abstractmethod
+    def insert(self, table: str, data: pa.Table) -> None:
+        """Append rows to a table (columns matched by name)."""
+
+    @abstractmethod
+    def create_table_sql(self, table: Table) -> str:
+        """DDL for one table in this engine."""
+
+    @abstractmethod
+    def load(self, batch: LoadBatch, checkpoint: tuple[str, int] | None = None) -> LoadResult:
+        """Store a batch idempotently, and advance ``checkpoint`` with it."""
+
+    @abstractmethod
+    def upsert(self, table: Table, data: pa.Table) -> None:
+        """Write rows of a current-state table; the newest ``table.version`` wins per key."""
+
+    @abstractmethod
+    def table_ref(self, table: Table) -> exp.Expression:
+        """A FROM-clause reference that reads a table's current state."""
+
+    @abstractmethod
+    def size_bytes(self) -> int:
+        """Bytes the store occupies on disk."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- shared behaviour ----------------------------------------------------
+    def create_schema(self) -> None:
+        for table in TABLES:
+            self.execute(self.create_table_sql(table))
+
+    def render(self, expression: exp.Expression) -> str:
+        return expression.sql(dialect=self.capabilities.dialect)
+
+    def select(self, expression: exp.Expression) -> pa.Table:
+        """Run a sqlglot query expression rendered for this engine."""
+        return self.query_arrow(self.render(expression))
+
+    def rows(self, sql: str | exp.Expression, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        text = sql if isinstance(sql, str) else self.render(sql)
+        return self.query_arrow(text, params).to_pylist()
+
+    def scalar(self, sql: str | exp.Expression, params: Mapping[str, Any] | None = None) -> Any:
+        text = sql if isinstance(sql, str) else self.render(sql)
+        result = self.query_arrow(text, params)
+        if result.num_rows == 0:
+            return None
+        return result.column(0)[0].as_py()
+
+    def current(self, table: Table, where: exp.Expression | None = None) -> pa.Table:
+        query = exp.select("*").from_(self.table_ref(table))
+        if where is not None:
+            query = query.where(where)
+        return self.select(query)
+
+    def count(self, table: Table) -> int:
+        return int(self.scalar(exp.select(exp.func("count", exp.Star())).from_(self.table_ref(table))) or 0)
+
+    def get_checkpoint(self, name: str) -> int:
+        query = (
+            exp.select("position")
+            .from_(self.table_ref(CHECKPOINTS))
+            .where(exp.column("name").eq(exp.Literal.string(name)))
+        )
+        value = self.scalar(query)
+        return int(value) if value is not None else 0
+
+    def checkpoint_table(self, name: str, position: int) -> pa.Table:
+        now = dt.datetime.now(dt.UTC)
+        return pa.table(
+            {"name": [name], "position": [position], "updated_at": [now]}, schema=CHECKPOINTS.arrow_schema
+        )
+
+    def stats(self) -> StoreStats:
+        rows = {t.name: self.count(t) for t in TABLES}
+        last = self.rows("SELECT max(timestamp) AS t, max(received_at) AS r FROM events")[0]
+        return StoreStats(self.size_bytes(), rows, last["t"], last["r"])
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ids_literal(values: Sequence[str]) -> exp.Tuple:
+    """A tuple of string literals, escaped by sqlglot."""
+    return exp.Tuple(expressions=[exp.Literal.string(v) for v in values])
+
+
+def parse(sql: str, dialect: str) -> exp.Expression:
+    parsed = sqlglot.parse_one(sql, read=dialect)
+    assert parsed is not None
+    return parsed

@@ -1,0 +1,3 @@
+from opencdp.storage.duckdb.backend import DuckDBBackend
+
+__all__ = ["DuckDBBackend"]

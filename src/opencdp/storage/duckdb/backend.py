@@ -1,0 +1,184 @@
+"""DuckDB: the embedded default store, one file, zero setup.
+
+DuckDB allows one writing process per file; inside it, each thread uses its own
+cursor. Loads run in one transaction, so the loader's checkpoint commits together
+with the events it covers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from opencdp.errors import StoreLockedError
+from opencdp.storage import ddl
+from opencdp.storage.base import Backend, Capabilities, LoadBatch, LoadResult
+from opencdp.storage.schema import CHECKPOINTS, T, Table
+
+TYPES: dict[T, str] = {
+    T.STRING: "VARCHAR",
+    T.LOW_CARD: "VARCHAR",  # DuckDB dictionary-compresses low-cardinality columns by itself
+    T.INT: "BIGINT",
+    T.FLOAT: "DOUBLE",
+    T.BOOL: "BOOLEAN",
+    T.TIMESTAMP: "TIMESTAMPTZ",
+    T.DATE: "DATE",
+    T.JSON: "VARCHAR",
+}
+
+# Duplicates are skipped against what is stored and within the batch itself; order
+# lines go first so that a replay after a crash between statements stays idempotent.
+_NEW_IDS = """
+CREATE OR REPLACE TEMP TABLE _new_ids AS
+SELECT s.message_id, min(s.lsn) AS lsn FROM _staged_events AS s
+WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.message_id = s.message_id)
+GROUP BY s.message_id
+"""
+_INSERT_LINES = """
+INSERT INTO order_lines BY NAME
+SELECT * EXCLUDE (rn) FROM (
+  SELECT l.*, row_number() OVER (PARTITION BY l.message_id, l.line_no) AS rn
+  FROM _staged_lines AS l SEMI JOIN _new_ids AS n ON l.message_id = n.message_id
+) WHERE rn = 1
+"""
+_INSERT_EVENTS = """
+INSERT INTO events BY NAME
+SELECT * EXCLUDE (rn) FROM (
+  SELECT s.*, row_number() OVER (PARTITION BY s.message_id ORDER BY s.lsn) AS rn
+  FROM _staged_events AS s SEMI JOIN _new_ids AS n ON s.message_id = n.message_id
+) WHERE rn = 1
+ORDER BY event, timestamp
+"""
+
+
+class DuckDBBackend(Backend):
+    name = "duckdb"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        dialect="duckdb", transactions=True, embedded=True, native_upsert=True
+    )
+
+    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as error:
+            if "lock" in str(error).lower():
+                raise StoreLockedError(
+                    f"the store {self.path} is in use by another process (is `opencdp serve` running?). "
+                    "Stop it, or use its HTTP API instead."
+                ) from error
+            raise
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._to_type = ddl.type_mapper(TYPES, "duckdb", nullable_wrapper=False)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for the calling thread (DuckDB connections are not shared across threads)."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self._con.cursor()
+        return cursor
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        self.con.execute(sql, dict(params) if params else None)
+
+    def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        relation = self.con.sql(sql, params=dict(params) if params else None)
+        return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        con = self.con
+        con.register("_incoming", data)
+        try:
+            con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM _incoming')
+        finally:
+            con.unregister("_incoming")
+
+    def create_table_sql(self, table: Table) -> str:
+        create = ddl.create_table(table, self._to_type, not_null_constraints=True, primary_key=True)
+        return self.render(create)
+
+    def table_ref(self, table: Table) -> exp.Expression:
+        return exp.to_table(table.name)
+
+    def load(self, batch: LoadBatch, checkpoint: tuple[str, int] | None = None) -> LoadResult:
+        con = self.con
+        result = LoadResult()
+        with self._write_lock:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if batch.events.num_rows:
+                    con.register("_staged_events", batch.events)
+                    con.register("_staged_lines", batch.order_lines)
+                    con.execute(_NEW_IDS)
+                    result.order_lines = _rowcount(con.execute(_INSERT_LINES))
+                    result.inserted = _rowcount(con.execute(_INSERT_EVENTS))
+                    result.duplicates = batch.events.num_rows - result.inserted
+                    result.new_message_ids = [
+                        r[0] for r in con.execute("SELECT message_id FROM _new_ids").fetchall()
+                    ]
+                if batch.quarantine is not None and batch.quarantine.num_rows:
+                    self.insert("quarantine", batch.quarantine)
+                    result.quarantined = batch.quarantine.num_rows
+                if checkpoint is not None:
+                    self._upsert(CHECKPOINTS, self.checkpoint_table(*checkpoint))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                for name in ("_staged_events", "_staged_lines"):
+                    try:
+                        con.unregister(name)
+                    except duckdb.Error:
+                        pass
+        return result
+
+    def upsert(self, table: Table, data: pa.Table) -> None:
+        with self._write_lock:
+            self._upsert(table, data)
+
+    def _upsert(self, table: Table, data: pa.Table) -> None:
+        assert table.key and table.version, f"{table.name} is not a current-state table"
+        con = self.con
+        keys = ", ".join(f'"{k}"' for k in table.key)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in table.column_names if c not in table.key)
+        con.register("_upserted", data)
+        try:
+            # Newest version per key within the batch, then only if newer than what is stored.
+            con.execute(
+                f'INSERT INTO "{table.name}" BY NAME '
+                f"SELECT * EXCLUDE (rn) FROM (SELECT *, row_number() OVER "
+                f'(PARTITION BY {keys} ORDER BY "{table.version}" DESC) AS rn FROM _upserted) WHERE rn = 1 '
+                f"ON CONFLICT ({keys}) DO UPDATE SET {updates} "
+                f'WHERE excluded."{table.version}" >= "{table.name}"."{table.version}"'
+            )
+        finally:
+            con.unregister("_upserted")
+
+    def size_bytes(self) -> int:
+        if self.path == ":memory:":
+            return 0
+        wal = self.path + ".wal"
+        return os.path.getsize(self.path) + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+
+    def checkpoint_file(self) -> None:
+        self.con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _rowcount(cursor: duckdb.DuckDBPyConnection) -> int:
+    row = cursor.fetchone()
+    return int(row[0]) if row else 0

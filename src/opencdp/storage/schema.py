@@ -1,0 +1,227 @@
+"""The tables of the store, declared once and rendered to DDL by each backend.
+
+Columns use a handful of logical types; each backend maps them to engine types
+(``TYPE_MAP`` in its module) and each has an Arrow type for batches moving between
+Python and the engine. ``order_by`` is the physical sort key: events are kept
+time-ordered inside each event name so windowed scans read few blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import pyarrow as pa
+
+
+class T(Enum):
+    """Logical column types."""
+
+    STRING = "string"
+    LOW_CARD = "low_cardinality_string"  # event names, types, currencies, channels
+    INT = "int64"
+    FLOAT = "float64"
+    BOOL = "bool"
+    TIMESTAMP = "timestamp"  # UTC, millisecond precision
+    DATE = "date"
+    JSON = "json"  # JSON text; engines query it with their JSON functions
+
+
+ARROW_TYPES: dict[T, pa.DataType] = {
+    T.STRING: pa.string(),
+    T.LOW_CARD: pa.string(),
+    T.INT: pa.int64(),
+    T.FLOAT: pa.float64(),
+    T.BOOL: pa.bool_(),
+    T.TIMESTAMP: pa.timestamp("ms", tz="UTC"),
+    T.DATE: pa.date32(),
+    T.JSON: pa.string(),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: T
+    nullable: bool = True
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    order_by: tuple[str, ...]
+    doc: str = ""
+    key: tuple[str, ...] = ()
+    """Columns identifying a row in a current-state table (upserted, newest ``version`` wins)."""
+    version: str | None = None
+    partition_by_month: str | None = None
+    """Timestamp column to partition by month on engines that partition."""
+    indexes: tuple[str, ...] = field(default=())
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable) for c in self.columns])
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def empty(self) -> pa.Table:
+        return self.arrow_schema.empty_table()
+
+
+def _c(name: str, type: T, nullable: bool = True, doc: str = "") -> Column:
+    return Column(name, type, nullable, doc)
+
+
+EVENTS = Table(
+    "events",
+    (
+        _c("message_id", T.STRING, False, "Segment messageId; unique, the idempotency key"),
+        _c("type", T.LOW_CARD, False, "track, identify, page, screen, group, alias"),
+        _c("event", T.LOW_CARD, False, "track event name; '' for other types"),
+        _c("name", T.STRING, doc="page or screen name"),
+        _c("timestamp", T.TIMESTAMP, False, "when it happened, corrected for client clock skew"),
+        _c("original_timestamp", T.TIMESTAMP),
+        _c("sent_at", T.TIMESTAMP),
+        _c("received_at", T.TIMESTAMP, False),
+        _c("user_id", T.STRING),
+        _c("anonymous_id", T.STRING),
+        _c("group_id", T.STRING),
+        _c("previous_id", T.STRING),
+        _c("source", T.LOW_CARD, False, "the write key's source, or import:<kind>"),
+        _c("channel", T.LOW_CARD, False, "web, app, server, pos, crm, email, sms, import"),
+        _c("properties", T.JSON),
+        _c("traits", T.JSON),
+        _c("context", T.JSON),
+        _c("integrations", T.JSON),
+        # Typed e-commerce columns extracted from properties (Segment e-commerce spec).
+        _c("order_id", T.STRING),
+        _c("revenue", T.FLOAT),
+        _c("total", T.FLOAT),
+        _c("currency", T.LOW_CARD),
+        _c("product_id", T.STRING),
+        _c("category", T.STRING),
+        _c("price", T.FLOAT),
+        _c("quantity", T.FLOAT),
+        _c("store_id", T.STRING),
+        _c("lsn", T.INT, False, "write-ahead log position the event was loaded from (0 for imports)"),
+    ),
+    order_by=("event", "timestamp"),
+    doc="Every event ever accepted: the source of truth from which profiles are derived.",
+    partition_by_month="timestamp",
+)
+
+ORDER_LINES = Table(
+    "order_lines",
+    (
+        _c("message_id", T.STRING, False, "the order event's messageId"),
+        _c("line_no", T.INT, False),
+        _c("order_id", T.STRING),
+        _c("timestamp", T.TIMESTAMP, False),
+        _c("user_id", T.STRING),
+        _c("anonymous_id", T.STRING),
+        _c("event", T.LOW_CARD, False),
+        _c("channel", T.LOW_CARD, False),
+        _c("store_id", T.STRING),
+        _c("product_id", T.STRING),
+        _c("sku", T.STRING),
+        _c("name", T.STRING),
+        _c("category", T.STRING),
+        _c("brand", T.STRING),
+        _c("price", T.FLOAT),
+        _c("quantity", T.FLOAT),
+        _c("discount", T.FLOAT),
+        _c("currency", T.LOW_CARD),
+    ),
+    order_by=("timestamp",),
+    doc="One row per product in an order event's products[] array.",
+    partition_by_month="timestamp",
+)
+
+PRODUCTS = Table(
+    "products",
+    (
+        _c("product_id", T.STRING, False),
+        _c("sku", T.STRING),
+        _c("name", T.STRING),
+        _c("category", T.STRING, doc="category path, levels separated by ' > '"),
+        _c("room", T.LOW_CARD),
+        _c("brand", T.STRING),
+        _c("price", T.FLOAT),
+        _c("old_price", T.FLOAT),
+        _c("currency", T.LOW_CARD),
+        _c("stock", T.INT),
+        _c("url", T.STRING),
+        _c("image_url", T.STRING),
+        _c("consumption_days", T.INT, doc="how long a consumable lasts; null for durable goods"),
+        _c("attributes", T.JSON),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("product_id",),
+    key=("product_id",),
+    version="updated_at",
+    doc="The product catalogue, current state.",
+)
+
+PRODUCT_CHANGES = Table(
+    "product_changes",
+    (
+        _c("product_id", T.STRING, False),
+        _c("changed_at", T.TIMESTAMP, False),
+        _c("field", T.LOW_CARD, False, "price or stock"),
+        _c("old_value", T.FLOAT),
+        _c("new_value", T.FLOAT),
+    ),
+    order_by=("product_id", "changed_at"),
+    doc="History of catalogue price and stock changes.",
+)
+
+QUARANTINE = Table(
+    "quarantine",
+    (
+        _c("received_at", T.TIMESTAMP, False),
+        _c("source", T.LOW_CARD, False, "api:<source> or import:<file>"),
+        _c("error", T.LOW_CARD, False, "machine-readable reason"),
+        _c("detail", T.STRING, False, "human-readable reason naming the field"),
+        _c("field", T.STRING),
+        _c("position", T.INT, doc="index in the batch, or line number in the file"),
+        _c("payload", T.STRING, doc="the rejected input as received"),
+    ),
+    order_by=("received_at",),
+    doc="Rejected events and rows, kept with the reason: nothing is dropped silently.",
+)
+
+CHECKPOINTS = Table(
+    "checkpoints",
+    (
+        _c("name", T.STRING, False),
+        _c("position", T.INT, False),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("name",),
+    key=("name",),
+    version="updated_at",
+    doc="Progress markers of pipeline stages (the loader's write-ahead log position).",
+)
+
+API_KEYS = Table(
+    "api_keys",
+    (
+        _c("key_id", T.STRING, False),
+        _c("kind", T.LOW_CARD, False, "write or admin"),
+        _c("name", T.STRING, False, "the source name for write keys"),
+        _c("secret", T.STRING, False, "the write key itself, or the SHA-256 of an admin key"),
+        _c("created_at", T.TIMESTAMP, False),
+        _c("revoked_at", T.TIMESTAMP),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("key_id",),
+    key=("key_id",),
+    version="updated_at",
+    doc="Write keys (public, per source) and admin keys (secret, stored hashed).",
+)
+
+TABLES: tuple[Table, ...] = (EVENTS, ORDER_LINES, PRODUCTS, PRODUCT_CHANGES, QUARANTINE, CHECKPOINTS, API_KEYS)

@@ -1,0 +1,1 @@
+"""HTTP API: the Segment-compatible tracking API and the admin API."""

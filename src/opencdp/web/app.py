@@ -1,0 +1,66 @@
+"""Build the ASGI application: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from opencdp import __version__
+from opencdp.config import Settings
+from opencdp.ingest.collector import Collector
+from opencdp.keys import KeyRing
+from opencdp.storage.base import Backend
+from opencdp.web import admin, errors, tracking
+
+
+def create_app(settings: Settings | None = None, *, backend: Backend | None = None, fsync: bool = True) -> FastAPI:
+    """The whole HTTP API. The store opens with the app and closes at shutdown."""
+    settings = settings or Settings()
+    owns_backend = backend is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if backend is None:
+            from opencdp.storage import open_backend
+
+        store = backend or open_backend(settings)
+        collector = Collector(settings, store, fsync=fsync)
+        app.state.backend = store
+        app.state.collector = collector
+        app.state.keys = KeyRing(store)
+        collector.start()
+        try:
+            yield
+        finally:
+            collector.close()
+            if owns_backend:
+                store.close()
+
+    app = FastAPI(
+        title="opencdp",
+        version=__version__,
+        description="Customer Data Platform: Segment-compatible tracking API and admin API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.local_token = secrets.token_urlsafe(32)  # lets the local CLI talk to this server
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        max_age=3600,
+    )
+    errors.install(app)
+    app.include_router(tracking.router)
+    app.include_router(admin.router)
+
+    @app.get("/health", tags=["admin"], summary="Liveness")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
