@@ -52,6 +52,11 @@ def lookup(table: Sequence[str | None], index: npt.ArrayLike) -> pa.Array:
     return pa.array(list(table), pa.string()).take(pa.array(np.asarray(index, dtype=np.int64)))
 
 
+def take(values: pa.Array, index: npt.ArrayLike) -> pa.Array:
+    """Vectorised ``values[index]`` for an arrow array and numpy indices."""
+    return values.take(pa.array(np.asarray(index, dtype=np.int64)))
+
+
 def where(mask: npt.NDArray[np.bool_], yes: Part, no: Part) -> pa.Array:
     """Element-wise choice between two string parts."""
     y = pa.scalar(yes, pa.string()) if isinstance(yes, str) else yes

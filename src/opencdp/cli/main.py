@@ -1,0 +1,321 @@
+"""`opencdp`: init, serve, import, demo, keys, status."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from opencdp.cli.local import ServerClient, remove_server_file, store_or_server, write_server_file
+from opencdp.config import Settings
+from opencdp.errors import OpenCDPError
+from opencdp.keys import KeyRing
+
+app = typer.Typer(help="opencdp: an open-source customer data platform.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+demo_app = typer.Typer(help="The demo home-and-furniture shop.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(demo_app, name="demo")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as error:  # pydantic reports which setting is wrong
+        err.print(f"[red]configuration error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
+def _fail(error: OpenCDPError) -> typer.Exit:
+    where = f" ({error.field})" if error.field else ""
+    err.print(f"[red]error{where}:[/red] {error.detail}")
+    return typer.Exit(1)
+
+
+@app.command()
+def init() -> None:
+    """Create the data directory and the store's tables (safe to repeat)."""
+    from opencdp.storage import open_backend
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with open_backend(settings) as backend:
+            backend.create_schema()
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    console.print(f"store ready: [bold]{settings.backend}[/bold] in {settings.data_dir}")
+
+
+def _dev_credentials(settings: Settings) -> dict[str, str]:
+    """Keys for local use, created once and kept in data/credentials.json (mode 0600)."""
+    from opencdp.storage import open_backend
+
+    path = settings.data_dir / "credentials.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    with open_backend(settings) as backend:
+        ring = KeyRing(backend)
+        _, write_key = ring.create("write", "demo-website")
+        _, admin_key = ring.create("admin", "local-admin")
+    credentials = {"write_key": write_key, "admin_key": admin_key}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(credentials, handle)
+    return credentials
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    dev_keys: Annotated[bool, typer.Option(help="Create/print local write and admin keys.")] = False,
+) -> None:
+    """Run the HTTP API (tracking + admin) until interrupted."""
+    import uvicorn
+
+    from opencdp.web.app import create_app
+
+    settings = _settings()
+    host = host or settings.host
+    port = port or settings.port
+    try:
+        credentials = _dev_credentials(settings) if dev_keys else {}
+        application = create_app(settings)
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    url = f"http://{host}:{port}"
+    console.print(f"[bold green]opencdp[/bold green] on {settings.backend} ({settings.data_dir})")
+    console.print(f"  API:          {url}/v1/track, {url}/v1/batch, {url}/api/v1/...")
+    console.print(f"  OpenAPI docs: {url}/docs")
+    if credentials:
+        console.print(f"  write key:    [bold]{credentials['write_key']}[/bold]  (Basic auth username)")
+        console.print(f"  admin key:    [bold]{credentials['admin_key']}[/bold]  (Authorization: Bearer ...)")
+        console.print(f"  (kept in {settings.data_dir / 'credentials.json'})")
+    write_server_file(settings, url, application.state.local_token)
+    try:
+        uvicorn.run(
+            application,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            limit_concurrency=2048,
+            backlog=4096,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        remove_server_file(settings)
+
+
+@app.command("import")
+def import_(
+    kind: Annotated[str, typer.Argument(help="customers, orders, catalog or events")],
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV, Parquet or JSON Lines file")],
+    format: Annotated[str | None, typer.Option(help="csv, parquet or jsonl (default: from the file suffix)")] = None,
+    mapping: Annotated[Path | None, typer.Option(exists=True, help="Column-mapping file (TOML or YAML)")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="Where to write rejected rows (default: <file>.rejects.csv)")] = None,
+) -> None:
+    """Import a CRM, POS, catalogue or events file; bad rows go to a reject file."""
+    from opencdp.ingest.imports import import_file, load_mapping
+
+    settings = _settings()
+    try:
+        columns = load_mapping(mapping) if mapping else None
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                query = f"?format={format or ''}&filename={path.name}"
+                if columns:
+                    query += "&mapping=" + _quote(json.dumps(dict(columns.get("columns", columns))))
+                report: dict[str, Any] = target.call("POST", f"/api/v1/imports/{kind}{query}", path.read_bytes(), "application/octet-stream")
+            else:
+                with _progress(f"importing {path.name}", None) as advance:
+                    result = import_file(
+                        target, path, kind,  # type: ignore[arg-type]
+                        settings=settings, format=format, mapping=columns, reject_path=rejects, progress=advance,
+                    )
+                report = result.to_dict()
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    _print_report(report)
+    if report.get("rejected"):
+        raise typer.Exit(3)
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    for key, value in report.items():
+        if key != "rejects":
+            table.add_row(str(key), str(value))
+    console.print(table)
+
+
+class _progress:
+    """A rich progress bar whose callback takes the number of rows done so far."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+        )
+        self.task = self.bar.add_task(label, total=total)
+
+    def __enter__(self) -> Any:
+        self.bar.start()
+        return lambda done, total=None: self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+@demo_app.command("generate")
+def demo_generate(
+    out: Annotated[Path, typer.Argument(help="Directory to write the demo files into")],
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files)")] = 42,
+) -> None:
+    """Write a realistic furniture retailer: catalogue, CRM, POS orders, web/app events."""
+    from opencdp.demo import DemoConfig, generate
+
+    with _progress("generating customers", customers) as advance:
+        summary = generate(out, DemoConfig(customers=customers, seed=seed), progress=advance)
+    console.print(summary)
+
+
+@demo_app.command("load")
+def demo_load(
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 42,
+    if_empty: Annotated[bool, typer.Option(help="Skip when the store already has events")] = False,
+) -> None:
+    """Generate the demo shop and import it into the store."""
+    from opencdp.demo import DemoConfig, generate
+    from opencdp.ingest.imports import import_file
+    from opencdp.storage import open_backend
+
+    settings = _settings()
+    try:
+        with open_backend(settings) as backend:
+            if if_empty and backend.scalar("SELECT count(*) FROM events"):
+                console.print("store already has events; demo not loaded again")
+                return
+            out = settings.data_dir / "demo"
+            with _progress("generating demo shop", customers) as advance:
+                summary = generate(out, DemoConfig(customers=customers, seed=seed), progress=advance)
+            files = [("catalog", out / "catalog.csv"), ("customers", out / "customers.csv"), ("orders", out / "pos_orders.csv")]
+            files += [("events", path) for path in sorted(out.glob("events-*.parquet"))]
+            for kind, path in files:
+                with _progress(f"importing {path.name}", None) as advance:
+                    report = import_file(backend, path, kind, settings=settings, progress=advance)  # type: ignore[arg-type]
+                console.print(f"  {path.name}: {report.events_written} events, {report.rejected} rejected")
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    console.print(f"demo shop loaded: {summary.customers} customers, {summary.products} products")
+
+
+@keys_app.command("create")
+def keys_create(
+    kind: Annotated[str, typer.Argument(help="write (a tracking source) or admin")],
+    name: Annotated[str, typer.Argument(help="Source name, e.g. website, ios-app")],
+) -> None:
+    """Create a key. An admin key's secret is shown only now."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                body = target.call("POST", "/api/v1/keys", json.dumps({"kind": kind, "name": name}).encode())
+                key_id, plain = body["key_id"], body["key"]
+            else:
+                key, plain = KeyRing(target).create(kind, name)  # type: ignore[arg-type]
+                key_id = key.key_id
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    console.print(f"{kind} key [bold]{key_id}[/bold] for {name!r}:")
+    console.print(plain, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (admin secrets are never shown)."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                rows = target.call("GET", "/api/v1/keys")
+            else:
+                rows = [
+                    {"key_id": k.key_id, "kind": k.kind, "name": k.name, "created_at": str(k.created_at),
+                     "revoked_at": str(k.revoked_at or ""), "key": k.secret if k.kind == "write" else ""}
+                    for k in KeyRing(target).all()
+                ]
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    table = Table("key id", "kind", "name", "created", "revoked", "write key")
+    for row in rows:
+        table.add_row(row["key_id"], row["kind"], row["name"], str(row["created_at"])[:19], str(row.get("revoked_at") or "")[:19], row.get("key") or "")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by `keys list`")]) -> None:
+    """Revoke a key; it stops working within seconds, also on a running server."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                target.call("DELETE", f"/api/v1/keys/{key_id}")
+            else:
+                KeyRing(target).revoke(key_id)
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    console.print(f"revoked {key_id}")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """Store size, event counts and ingest lag."""
+    from opencdp.status import collect_status
+
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            report = target.call("GET", "/api/v1/status") if isinstance(target, ServerClient) else collect_status(target)
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_row("backend", str(report["backend"]))
+    table.add_row("store size", f"{report['store_bytes'] / 1_048_576:.1f} MB")
+    for name, count in report["rows"].items():
+        table.add_row(f"rows: {name}", f"{count:,}")
+    table.add_row("last event received", str(report["last_received_at"]))
+    ingest = report.get("ingest")
+    if ingest:
+        table.add_row("ingest lag", f"{ingest['lag_bytes']:,} bytes not yet loaded")
+        table.add_row("loader error", str(ingest["last_error"] or "none"))
+    else:
+        table.add_row("server", "not running")
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
