@@ -53,7 +53,7 @@ def test_track_extracts_ecommerce_columns_and_order_lines(api: Api) -> None:
     [event] = api.events()
     assert (event["order_id"], event["total"], event["revenue"], event["currency"]) == ("O-1", 4990.0, 4500.0, "RUB")
     lines = api.backend.rows("SELECT * FROM order_lines ORDER BY line_no")
-    assert [(l["line_no"], l["product_id"], l["price"], l["quantity"], l["order_id"]) for l in lines] == [
+    assert [(line["line_no"], line["product_id"], line["price"], line["quantity"], line["order_id"]) for line in lines] == [
         (0, "P1", 1500.0, 2.0, "O-1"),
         (1, "P2", 1990.0, 1.0, "O-1"),
     ]

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
-import sqlglot
 from sqlglot import exp
 
 from opencdp.storage.schema import CHECKPOINTS, TABLES, Table
@@ -168,8 +167,3 @@ def ids_literal(values: Sequence[str]) -> exp.Tuple:
     """A tuple of string literals, escaped by sqlglot."""
     return exp.Tuple(expressions=[exp.Literal.string(v) for v in values])
 
-
-def parse(sql: str, dialect: str) -> exp.Expression:
-    parsed = sqlglot.parse_one(sql, read=dialect)
-    assert parsed is not None
-    return parsed

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-import msgspec
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
