@@ -58,7 +58,9 @@ def close_test_backend(backend: Backend) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path, chdb_data_dir: Path) -> Iterator[Backend]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, chdb_data_dir: Path
+) -> Iterator[Backend]:
     """An empty store with its schema, once per engine (test ids name the engine)."""
     store = open_test_backend(request.param, tmp_path, chdb_data_dir)
     try:

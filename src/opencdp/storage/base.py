@@ -14,7 +14,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
@@ -65,8 +65,8 @@ class StoreStats:
 class Backend(ABC):
     """Abstract store. Subclasses set ``capabilities`` and implement the primitives."""
 
-    capabilities: ClassVar[Capabilities]
-    name: ClassVar[str]
+    capabilities: Capabilities
+    name: str
 
     # -- primitives ----------------------------------------------------------
     @abstractmethod

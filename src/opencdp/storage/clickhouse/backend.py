@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -78,17 +78,16 @@ class ClickHouseBackend(Backend):
     the one chDB engine a process can host.
     """
 
-    name: ClassVar[str] = "clickhouse"
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    name: str = "clickhouse"
+    capabilities: Capabilities = Capabilities(
         dialect="clickhouse", transactions=False, embedded=False, native_upsert=False
     )
 
     def __init__(self, connection: ClickHouseConnection, database: str = DEFAULT_DATABASE) -> None:
         if connection.embedded:
-            # Whether the engine is embedded depends on the connection, not on the class:
-            # the instance shadows the class-level declaration.
-            vars(self)["capabilities"] = replace(type(self).capabilities, embedded=True)
-            vars(self)["name"] = "chdb"
+            # Whether the engine is embedded depends on the connection, not on the class.
+            self.capabilities = replace(type(self).capabilities, embedded=True)
+            self.name = "chdb"
         self.connection = connection
         self.database = database
         self._to_type = ddl.type_mapper(TYPES, "clickhouse", nullable_wrapper=True)
@@ -97,14 +96,16 @@ class ClickHouseBackend(Backend):
         connection.use(database)
 
     def _ensure_database(self) -> None:
-        # Look before creating: a server user may read and write a database without the
-        # right to run CREATE DATABASE, even with IF NOT EXISTS.
+        # Look before creating, so that a server user without the CREATE DATABASE grant
+        # can still open a database that exists.
         exists = self.connection.query_arrow(
             "SELECT count() AS n FROM system.databases WHERE name = {database:String}",
             {"database": self.database},
         )
         if not exists.column(0)[0].as_py():
-            self.connection.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self.database)}")
+            self.connection.command(
+                f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self.database)}"
+            )
 
     def drop_database(self) -> None:
         """Delete this store's database with all its tables (for tests and resets)."""
@@ -124,7 +125,9 @@ class ClickHouseBackend(Backend):
         engine: exp.Expression
         if _is_current_state(table):
             assert table.version is not None
-            engine = exp.Anonymous(this="ReplacingMergeTree", expressions=[exp.column(table.version)])
+            engine = exp.Anonymous(
+                this="ReplacingMergeTree", expressions=[exp.column(table.version)]
+            )
             order = table.key
         else:
             engine = exp.to_identifier("MergeTree")
@@ -133,11 +136,17 @@ class ClickHouseBackend(Backend):
         # ReplacingMergeTree collapses versions only within a partition, so current-state
         # tables are never partitioned.
         if table.partition_by_month and not _is_current_state(table):
-            month = exp.Anonymous(this="toYYYYMM", expressions=[exp.column(table.partition_by_month)])
+            month = exp.Anonymous(
+                this="toYYYYMM", expressions=[exp.column(table.partition_by_month)]
+            )
             properties.append(exp.PartitionedByProperty(this=month))
         properties.append(ddl.order_by(order))
         create = ddl.create_table(
-            table, self._to_type, not_null_constraints=False, primary_key=False, properties=properties
+            table,
+            self._to_type,
+            not_null_constraints=False,
+            primary_key=False,
+            properties=properties,
         )
         return self.render(create)
 
@@ -188,14 +197,16 @@ class ClickHouseBackend(Backend):
                 run(_NEW_LINES.format(new_lines=new_lines, staged_lines=staged_lines, new=new))
                 result.order_lines = int(self.scalar(f"SELECT count() FROM {new_lines}") or 0)
                 if result.order_lines:
-                    run(f"INSERT INTO order_lines ({_LINE_COLUMNS}) SELECT {_LINE_COLUMNS} FROM {new_lines}")
+                    run(
+                        f"INSERT INTO order_lines ({_LINE_COLUMNS}) SELECT {_LINE_COLUMNS} FROM {new_lines}"
+                    )
             run(
                 f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM {new} "
                 "ORDER BY event, timestamp"
             )
 
     @contextmanager
-    def _scratch_tables(self) -> Iterator[Any]:
+    def _scratch_tables(self) -> Iterator[Callable[[str], str]]:
         """Names for Memory tables that live for one load, all dropped at the end.
 
         Plain tables rather than TEMPORARY ones: over HTTP those need a server session,
@@ -209,11 +220,19 @@ class ClickHouseBackend(Backend):
             created.append(name)
             return name
 
+        def drop(name: str) -> None:
+            self.connection.command(f"DROP TABLE IF EXISTS {name} SYNC")
+
         try:
             yield scratch
-        finally:
+        except BaseException:
+            # Best effort only: the load's own error is the one to report.
             for name in created:
-                self.connection.command(f"DROP TABLE IF EXISTS {name} SYNC")
+                with suppress(Exception):
+                    drop(name)
+            raise
+        for name in created:
+            drop(name)
 
     def upsert(self, table: Table, data: pa.Table) -> None:
         assert _is_current_state(table), f"{table.name} is not a current-state table"

@@ -6,14 +6,16 @@ are matched to the target table by name, and unqualified table names resolve in 
 database chosen with ``use``.
 
 Both connections apply the same session settings (``SQL_SETTINGS``) so that queries
-written for DuckDB give the same answers here: aggregates of no rows are NULL and
-outer joins fill non-matching columns with NULL, not with type defaults.
+written for DuckDB give the same answers here: aggregates of no rows are NULL, outer
+joins fill non-matching columns with NULL, not with type defaults, and a NULL for a
+required column is refused rather than stored as a default.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +33,10 @@ SQL_SETTINGS: dict[str, int] = {
     "aggregate_functions_null_for_empty": 1,
     # LEFT/RIGHT/FULL JOIN fill non-matching columns with NULL (default: 0 or '').
     "join_use_nulls": 1,
+    # A NULL for a non-Nullable column is an error, as NOT NULL is in DuckDB; by default
+    # ClickHouse stores the type's default ('' or 1970-01-01) instead, silently.
+    "insert_null_as_default": 0,  # INSERT ... SELECT, and chDB's Python() inserts
+    "input_format_null_as_default": 0,  # Arrow inserts over HTTP
 }
 
 DEFAULT_DATABASE = "opencdp"
@@ -79,6 +85,7 @@ class _Engine:
 
 _ENGINES: dict[str, _Engine] = {}
 _ENGINES_LOCK = threading.Lock()
+
 
 def _acquire_engine(path: str) -> _Engine:
     with _ENGINES_LOCK:
@@ -138,6 +145,9 @@ class ChdbConnection:
             text = str(Path(text).resolve())
         self.path = text
         self._engine: _Engine | None = _acquire_engine(text)
+        # Releases the engine once, on close() or when the connection is garbage: a
+        # store nobody closed must not pin the engine (and its path) for good.
+        self._release = weakref.finalize(self, _release_engine, self._engine)
         self._database = "default"
 
     def use(self, database: str) -> None:
@@ -180,9 +190,8 @@ class ChdbConnection:
             session.query(sql, "CSV")
 
     def close(self) -> None:
-        engine, self._engine = self._engine, None
-        if engine is not None:
-            _release_engine(engine)
+        self._engine = None
+        self._release()
 
 
 def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
@@ -196,7 +205,15 @@ def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
     return {name: _top_level(value) for name, value in params.items()}
 
 
-_ESCAPED = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "'": "\\'", "`": "\\`"}
+_ESCAPED = {
+    "\\": "\\\\",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\0": "\\0",
+    "'": "\\'",
+    "`": "\\`",
+}
 
 
 def _escape(text: str) -> str:

@@ -7,11 +7,12 @@ with the events it covers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -60,7 +61,7 @@ ORDER BY event, timestamp
 
 class DuckDBBackend(Backend):
     name = "duckdb"
-    capabilities: ClassVar[Capabilities] = Capabilities(
+    capabilities: Capabilities = Capabilities(
         dialect="duckdb", transactions=True, embedded=True, native_upsert=True
     )
 
@@ -77,6 +78,9 @@ class DuckDBBackend(Backend):
                     "Stop it, or use its HTTP API instead."
                 ) from error
             raise
+        # TIMESTAMPTZ comes back in the session time zone (the machine's by default); the
+        # store's contract is UTC. GLOBAL so that the per-thread cursors inherit it.
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._to_type = ddl.type_mapper(TYPES, "duckdb", nullable_wrapper=False)
@@ -138,10 +142,8 @@ class DuckDBBackend(Backend):
                 raise
             finally:
                 for name in ("_staged_events", "_staged_lines"):
-                    try:
+                    with contextlib.suppress(duckdb.Error):
                         con.unregister(name)
-                    except duckdb.Error:
-                        pass
         return result
 
     def upsert(self, table: Table, data: pa.Table) -> None:
