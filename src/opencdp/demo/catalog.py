@@ -99,7 +99,7 @@ def build_catalog(products: int, seed: int, end_ms: int) -> Catalog:
     noun_pick = rng.integers(0, 1 << 30, products)
     series = rng.integers(0, len(ref.SERIES), products)
     brand_pick = rng.integers(0, 1 << 30, products)
-    color = rng.integers(0, len(ref.COLORS), products)
+    color_pick = rng.integers(0, 1 << 30, products)
     material = rng.integers(0, 1 << 30, products)
 
     ids: list[str] = []
@@ -118,9 +118,11 @@ def build_catalog(products: int, seed: int, end_ms: int) -> Catalog:
             colors.append(None)
             pool = ref.MATERIALS_CONSUMABLE
         else:
-            names.append(f"{noun} {ref.SERIES[series[i]]}, {ref.COLORS[color[i]]}")
-            colors.append(ref.COLORS[color[i]])
-            pool = ref.MATERIALS_TEXTILE if c.material == "textile" else ref.MATERIALS_DURABLE
+            textile = c.material == "textile"
+            palette = ref.COLORS_TEXTILE if textile else ref.COLORS
+            colors.append(palette[color_pick[i] % len(palette)])
+            names.append(f"{noun} {ref.SERIES[series[i]]}, {colors[-1]}")
+            pool = ref.MATERIALS_TEXTILE if textile else ref.MATERIALS_DURABLE
         materials.append(pool[material[i] % len(pool)])
         brand_pool = ref.BRANDS[_brand_kind(c.room, c.material)]
         brands.append(brand_pool[brand_pick[i] % len(brand_pool)])
@@ -143,7 +145,9 @@ def build_catalog(products: int, seed: int, end_ms: int) -> Catalog:
             "room": text.lookup([ROOMS[c.room] for c in CATEGORIES], cat),
             "brand": pa.array(brands, pa.string()),
             "price": pa.array(price, pa.int64()),
-            "old_price": pa.array(np.where(old_price > 0, old_price, 0), pa.int64(), mask=old_price == 0),
+            "old_price": pa.array(
+                np.where(old_price > 0, old_price, 0), pa.int64(), mask=old_price == 0
+            ),
             "stock": pa.array(stock, pa.int64()),
             "url": pa.array([f"{ref.SITE}/p/{p}" for p in ids], pa.string()),
             "image_url": pa.array([f"{ref.SITE}/img/{p}.jpg" for p in ids], pa.string()),

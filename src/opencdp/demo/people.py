@@ -120,11 +120,17 @@ def _loyalty_cards(index: IntArray) -> pa.Array:
     return text.fixed_width(np.hstack([chars, check[:, None]]))
 
 
-def _emails(rng: np.random.Generator, index: IntArray, female: BoolArray, fn: IntArray, ln: IntArray) -> pa.Array:
+def _emails(
+    rng: np.random.Generator, index: IntArray, female: BoolArray, fn: IntArray, ln: IntArray
+) -> pa.Array:
     first_lat = text.where(
         female,
-        text.lookup([ref.translit(x) for x in ref.FEMALE_FIRST_NAMES], fn % len(ref.FEMALE_FIRST_NAMES)),
-        text.lookup([ref.translit(x) for x in ref.MALE_FIRST_NAMES], fn % len(ref.MALE_FIRST_NAMES)),
+        text.lookup(
+            [ref.translit(x) for x in ref.FEMALE_FIRST_NAMES], fn % len(ref.FEMALE_FIRST_NAMES)
+        ),
+        text.lookup(
+            [ref.translit(x) for x in ref.MALE_FIRST_NAMES], fn % len(ref.MALE_FIRST_NAMES)
+        ),
     )
     last_lat = text.where(
         female,
@@ -141,8 +147,22 @@ def _emails(rng: np.random.Generator, index: IntArray, female: BoolArray, fn: In
         text.cat(last_lat, ".", first_lat, number),
         text.cat(first_lat, "_", number),
     )
-    domain = text.lookup([d for d, _ in ref.EMAIL_DOMAINS], rng.choice(len(_DOMAIN_WEIGHTS), size=len(index), p=_DOMAIN_WEIGHTS))
+    domain = text.lookup(
+        [d for d, _ in ref.EMAIL_DOMAINS],
+        rng.choice(len(_DOMAIN_WEIGHTS), size=len(index), p=_DOMAIN_WEIGHTS),
+    )
     return text.cat(local, "@", domain)
+
+
+def random_ips(rng: np.random.Generator, n: int) -> pa.Array:
+    """IPv4 addresses from blocks common with Russian ISPs."""
+    first = text.lookup(
+        [str(o) for o in ref.IP_FIRST_OCTETS], rng.integers(0, len(ref.IP_FIRST_OCTETS), n)
+    )
+    parts: list[text.Part] = [first]
+    for _ in range(3):
+        parts += [".", text.num(rng.integers(1, 255, n))]
+    return text.cat(*parts)
 
 
 def make_people(rng: np.random.Generator, first: int, n: int, window: Window) -> People:
@@ -172,17 +192,14 @@ def make_people(rng: np.random.Generator, first: int, n: int, window: Window) ->
     email_raw = text.where(messy < 0.05, pc.utf8_title(email), email)
     email_raw = text.where(messy > 0.97, text.cat(" ", email_raw, " "), email_raw)
     email_raw = text.where((messy > 0.05) & (messy < 0.07), pc.utf8_upper(email), email_raw)
-    phone = 9_000_000_000 + (index * 387_420_489 + 12_345_678) % 1_000_000_000
+    phone = 9_000_000_000 + (index * 387_420_489 + 537_193_842) % 1_000_000_000
     phone = np.where(rng.random(n) < 0.05, 0, phone)
     has_card = rng.random(n) < 0.6
 
-    rate = np.minimum(rng.gamma(0.75, 3.4 / 0.75, n), 40.0) / 365.0
+    rate = np.minimum(rng.gamma(0.75, 2.8 / 0.75, n), 40.0) / 365.0
     keys = rng.exponential(size=(n, len(ROOM_PRIORITY))) / np.array(ROOM_PRIORITY)
     has_kids = rng.random(n) < 0.35
     keys[~has_kids, KIDS] = np.inf
-    ip_parts = [text.lookup([str(o) for o in ref.IP_FIRST_OCTETS], rng.integers(0, len(ref.IP_FIRST_OCTETS), n))]
-    for _ in range(3):
-        ip_parts += [".", text.num(rng.integers(1, 255, n))]
     return People(
         first=first,
         customer_id=text.cat("C", text.padded(index + 1, 7)),
@@ -206,15 +223,15 @@ def make_people(rng: np.random.Generator, first: int, n: int, window: Window) ->
         rate=rate,
         dropout=rng.beta(1.3, 3.2, n),
         tier=rng.beta(2.0, 2.6, n),
-        online_share=np.where(has_card, rng.beta(2.0, 3.6, n), rng.beta(3.0, 2.6, n)),
+        online_share=np.where(has_card, rng.beta(2.0, 5.0, n), rng.beta(3.5, 2.2, n)),
         app_user=rng.random(n) < 0.3,
-        browse_rate=(rng.gamma(0.7, 3.0 / 0.7, n) + 0.6 * rate * 365.0) / 365.0,
+        browse_rate=(rng.gamma(0.6, 0.9 / 0.6, n) + 0.25 * rate * 365.0) / 365.0,
         open_rate=rng.beta(1.2, 3.4, n),
         room_order=np.argsort(keys, axis=1).astype(np.int64),
         n_rooms=np.where(has_kids, len(ROOM_PRIORITY), len(ROOM_PRIORITY) - 1),
         web_agent=rng.choice(len(_WEB_AGENT_WEIGHTS), n, p=_WEB_AGENT_WEIGHTS),
         app_kind=(rng.random(n) < 0.65).astype(np.int64),
-        ip=text.cat(*ip_parts),
+        ip=random_ips(rng, n),
     )
 
 
@@ -242,7 +259,9 @@ def customers_table(
             "country": pa.repeat(pa.scalar("RU", pa.string()), people.size),
             "loyalty_card": people.card,
             "bonus_balance": pa.array(bonus_balance, pa.int64()),
-            "bonus_expires_at": text.nulls_where(bonus_expires_day <= 0, text.iso_dates(bonus_expires_day)),
+            "bonus_expires_at": text.nulls_where(
+                bonus_expires_day <= 0, text.iso_dates(bonus_expires_day)
+            ),
             "email_consent": pa.array(email_consent & people.has_email, pa.bool_()),
             "sms_consent": pa.array(people.sms_consent & people.has_phone, pa.bool_()),
             "created_at": text.iso_seconds(created_ms),

@@ -32,7 +32,8 @@ _BROWSE = np.array(ROOM_BROWSE_WEIGHT) / sum(ROOM_BROWSE_WEIGHT)
 # Local hour-of-day profiles (weights per hour 0..23).
 STORE_HOURS = np.array([0] * 10 + [3, 5, 7, 8, 8, 8, 9, 10, 10, 9, 7, 4] + [0, 0], dtype=np.float64)
 ONLINE_HOURS = np.array(
-    [2, 1, 0.5, 0.3, 0.3, 0.5, 1, 2, 3, 4, 4, 4, 5, 5, 5, 5, 5, 6, 7, 9, 10, 10, 8, 5], dtype=np.float64
+    [2, 1, 0.5, 0.3, 0.3, 0.5, 1, 2, 3, 4, 4, 4, 5, 5, 5, 5, 5, 6, 7, 9, 10, 10, 8, 5],
+    dtype=np.float64,
 )
 
 
@@ -108,7 +109,14 @@ def _quantities(rng: np.random.Generator, cats: IntArray) -> IntArray:
     return lo + np.floor((hi - lo + 1) * rng.random(len(cats)) ** 2).astype(np.int64)
 
 
-def simulate(rng: np.random.Generator, people: People, catalog: Catalog, plan: RoomPlan, days: int, start_ms: int) -> Orders:
+def simulate(
+    rng: np.random.Generator,
+    people: People,
+    catalog: Catalog,
+    plan: RoomPlan,
+    days: int,
+    start_ms: int,
+) -> Orders:
     n = people.size
     last_day = days - 0.6
     t = np.maximum(people.created_t, 1.0)
@@ -148,7 +156,9 @@ def simulate(rng: np.random.Generator, people: People, catalog: Catalog, plan: R
         room = people.room_order[idx, np.minimum(room_ptr[idx], people.room_order.shape[1] - 1)]
         p_project = np.where(bought[idx] == 0, 0.8, 0.45)
         project = ~refill & unfinished & (rng.random(m) < p_project)
-        small_room = np.where(unfinished & (rng.random(m) < 0.5), room, rng.choice(len(_BROWSE), m, p=_BROWSE))
+        small_room = np.where(
+            unfinished & (rng.random(m) < 0.5), room, rng.choice(len(_BROWSE), m, p=_BROWSE)
+        )
         refill_room = _CAT_ROOM[catalog.cat[np.maximum(cons_prod[idx], 0)]]
         order_room = np.where(project, room, np.where(refill, refill_room, small_room))
         local = np.arange(m, dtype=np.int64)
@@ -160,7 +170,11 @@ def simulate(rng: np.random.Generator, people: People, catalog: Catalog, plan: R
             mask = project & (core >= 0)
             cats.append(core[mask])
             owners.append(local[mask])
-        n_side = np.where(project, rng.poisson(0.8, m), np.where(refill, rng.poisson(0.4, m), 1 + rng.poisson(0.9, m)))
+        n_side = np.where(
+            project,
+            rng.poisson(0.8, m),
+            np.where(refill, rng.poisson(0.4, m), 1 + rng.poisson(0.9, m)),
+        )
         side_owner = np.repeat(local, n_side)
         side_room = order_room[side_owner]
         pick = (rng.random(len(side_owner)) * plan.n_side[side_room]).astype(np.int64)
@@ -172,7 +186,10 @@ def simulate(rng: np.random.Generator, people: People, catalog: Catalog, plan: R
         product = catalog.pick(cat, quantile)
         if tn.max() > days - 30:  # recent orders avoid what is out of stock today
             sold_out = (catalog.stock[product] == 0) & (tn[owner] > days - 30)
-            shifted = catalog.cat_start[cat] + (product - catalog.cat_start[cat] + 1) % catalog.cat_count[cat]
+            shifted = (
+                catalog.cat_start[cat]
+                + (product - catalog.cat_start[cat] + 1) % catalog.cat_count[cat]
+            )
             product = np.where(sold_out, shifted, product)
         qty = _quantities(rng, cat)
         refill_owner = local[refill]
@@ -188,7 +205,9 @@ def simulate(rng: np.random.Generator, people: People, catalog: Catalog, plan: R
         plan_refill = (newest >= 0) & (rng.random(m) < 0.7)
         who = idx[plan_refill]
         cons_prod[who] = newest[plan_refill]
-        cons_due[who] = tn[plan_refill] + catalog.consumption[newest[plan_refill]] * rng.uniform(0.85, 1.3, len(who))
+        cons_due[who] = tn[plan_refill] + catalog.consumption[newest[plan_refill]] * rng.uniform(
+            0.85, 1.3, len(who)
+        )
 
         step_ptr[idx[project]] += 1
         done = project & (step_ptr[idx] >= plan.n_steps[room])

@@ -119,6 +119,11 @@ COLORS: tuple[str, ...] = (
     "тёмно-синий", "зелёный шалфей", "терракота",
 )  # fmt: skip
 
+COLORS_TEXTILE: tuple[str, ...] = (
+    "белый", "серый", "бежевый", "молочный", "пыльная роза", "тёмно-синий", "зелёный шалфей",
+    "терракота", "голубой", "жёлтый",
+)  # fmt: skip
+
 MATERIALS_DURABLE: tuple[str, ...] = (
     "ЛДСП", "МДФ", "массив сосны", "массив дуба", "металл", "велюр", "рогожка", "экокожа",
     "стекло", "керамика",
@@ -146,7 +151,27 @@ APP_CONTEXTS: tuple[str, ...] = (
     '"device":{"type":"android","manufacturer":"Samsung","model":"SM-A546B"},'
     '"os":{"name":"Android","version":"14"}',
 )
-IP_FIRST_OCTETS: tuple[int, ...] = (5, 31, 37, 46, 77, 78, 79, 85, 91, 93, 94, 95, 109, 176, 178, 188, 212, 213, 217)
+IP_FIRST_OCTETS: tuple[int, ...] = (
+    5,
+    31,
+    37,
+    46,
+    77,
+    78,
+    79,
+    85,
+    91,
+    93,
+    94,
+    95,
+    109,
+    176,
+    178,
+    188,
+    212,
+    213,
+    217,
+)
 
 # Paid traffic sources seen on anonymous landings: (source, medium, campaign name).
 AD_CAMPAIGNS: tuple[tuple[str, str, str], ...] = (

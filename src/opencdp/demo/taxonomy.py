@@ -11,14 +11,22 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-ROOMS: tuple[str, ...] = ("kitchen", "living_room", "bedroom", "kids", "bathroom", "hallway", "office")
+ROOMS: tuple[str, ...] = (
+    "kitchen",
+    "living_room",
+    "bedroom",
+    "kids",
+    "bathroom",
+    "hallway",
+    "office",
+)
 ROOM_LABELS: tuple[str, ...] = (
     "Kitchen", "Living room", "Bedroom", "Kids room", "Bathroom", "Hallway", "Home office",
 )  # fmt: skip
 KIDS = ROOMS.index("kids")
 
 # How likely each room is to be the next one furnished (the kitchen usually comes first).
-ROOM_PRIORITY: tuple[float, ...] = (6.0, 3.0, 1.6, 1.2, 1.0, 0.8, 0.7)
+ROOM_PRIORITY: tuple[float, ...] = (14.0, 4.0, 1.6, 1.2, 1.0, 0.8, 0.7)
 # Where shoppers browse or buy small things when not working on a project.
 ROOM_BROWSE_WEIGHT: tuple[float, ...] = (0.24, 0.22, 0.16, 0.08, 0.16, 0.07, 0.07)
 
@@ -61,6 +69,7 @@ def _c(
     )  # fmt: skip
 
 
+# fmt: off
 CATEGORIES: tuple[Category, ...] = (
     _c("kitchen", "Kitchen sets", "kitchen-sets", "Кухонный гарнитур|Кухня модульная", 60_000, 450_000, 2.0, step=0),
     _c("kitchen", "Tables", "tables", "Стол обеденный|Стол раздвижной", 8_000, 60_000, 2.5, step=1),
@@ -101,10 +110,25 @@ CATEGORIES: tuple[Category, ...] = (
     _c("office", "Storage", "office-storage", "Тумба мобильная|Органайзер настольный", 1_000, 10_000, 1.5),
     _c("office", "Stationery", "stationery", "Бумага А4|Блокнот|Набор ручек", 100, 1_500, 1.2, consumption=(45, 120), quantity=(1, 3), material="consumable"),
 )
+# fmt: on
 
 SEARCH_QUERIES: tuple[tuple[str, ...], ...] = (
-    ("кухонный гарнитур", "стол обеденный", "стулья для кухни", "сковорода", "посуда", "таблетки для посудомойки"),
-    ("диван угловой", "диван-кровать", "журнальный столик", "торшер", "ковёр", "свечи ароматические"),
+    (
+        "кухонный гарнитур",
+        "стол обеденный",
+        "стулья для кухни",
+        "сковорода",
+        "посуда",
+        "таблетки для посудомойки",
+    ),
+    (
+        "диван угловой",
+        "диван-кровать",
+        "журнальный столик",
+        "торшер",
+        "ковёр",
+        "свечи ароматические",
+    ),
     ("кровать 160x200", "матрас", "шкаф-купе", "постельное бельё", "подушка", "комод"),
     ("детская кровать", "парта", "кровать-чердак", "игрушки"),
     ("тумба с раковиной", "полотенца", "гель для душа", "коврик для ванной"),

@@ -37,6 +37,13 @@ def cat(*parts: Part) -> pa.Array:
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
+def full(value: Part, n: int) -> pa.Array:
+    """``value`` as an array of length ``n`` (arrays pass through)."""
+    if isinstance(value, str):
+        return pa.repeat(pa.scalar(value, pa.string()), n)
+    return value.combine_chunks() if isinstance(value, pa.ChunkedArray) else value
+
+
 def num(values: npt.ArrayLike) -> pa.Array:
     """Decimal text of integers."""
     return pc.cast(pa.array(np.asarray(values, dtype=np.int64)), pa.string())
@@ -118,9 +125,7 @@ def digits(values: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:
     return out
 
 
-def list_join(
-    fragments: pa.Array, counts: npt.NDArray[np.int64], separator: str = ","
-) -> pa.Array:
+def list_join(fragments: pa.Array, counts: npt.NDArray[np.int64], separator: str = ",") -> pa.Array:
     """Join consecutive runs of ``fragments`` (run lengths ``counts``) into one string each."""
     offsets = np.zeros(len(counts) + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
