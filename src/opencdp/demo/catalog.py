@@ -136,28 +136,32 @@ def build_catalog(products: int, seed: int, end_ms: int) -> Catalog:
         )
 
     core = np.array([CATEGORIES[c].step >= 0 for c in cat])
-    table = pa.table(
-        {
-            "product_id": pa.array(ids, pa.string()),
-            "sku": pa.array(skus, pa.string()),
-            "name": pa.array(names, pa.string()),
-            "category": text.lookup([c.path for c in CATEGORIES], cat),
-            "room": text.lookup([ROOMS[c.room] for c in CATEGORIES], cat),
-            "brand": pa.array(brands, pa.string()),
-            "price": pa.array(price, pa.int64()),
-            "old_price": pa.array(
-                np.where(old_price > 0, old_price, 0), pa.int64(), mask=old_price == 0
-            ),
-            "stock": pa.array(stock, pa.int64()),
-            "url": pa.array([f"{ref.SITE}/p/{p}" for p in ids], pa.string()),
-            "image_url": pa.array([f"{ref.SITE}/img/{p}.jpg" for p in ids], pa.string()),
-            "consumption_days": pa.array(consumption, pa.int64(), mask=consumption == 0),
-            "color": pa.array(colors, pa.string()),
-            "material": pa.array(materials, pa.string()),
-            "core": pa.array(core, pa.bool_()),
-            "updated_at": text.iso_seconds(updated_ms),
-        }
-    ).take(pa.array(np.argsort(number)))
+    table = (
+        pa.table(
+            {
+                "product_id": pa.array(ids, pa.string()),
+                "sku": pa.array(skus, pa.string()),
+                "name": pa.array(names, pa.string()),
+                "category": text.lookup([c.path for c in CATEGORIES], cat),
+                "room": text.lookup([ROOMS[c.room] for c in CATEGORIES], cat),
+                "brand": pa.array(brands, pa.string()),
+                "price": pa.array(price, pa.int64()),
+                "old_price": pa.array(
+                    np.where(old_price > 0, old_price, 0), pa.int64(), mask=old_price == 0
+                ),
+                "stock": pa.array(stock, pa.int64()),
+                "url": pa.array([f"{ref.SITE}/p/{p}" for p in ids], pa.string()),
+                "image_url": pa.array([f"{ref.SITE}/img/{p}.jpg" for p in ids], pa.string()),
+                "consumption_days": pa.array(consumption, pa.int64(), mask=consumption == 0),
+                "color": pa.array(colors, pa.string()),
+                "material": pa.array(materials, pa.string()),
+                "core": pa.array(core, pa.bool_()),
+                "updated_at": text.iso_seconds(updated_ms),
+            }
+        )
+        .take(pa.array(np.argsort(number)))
+        .select(list(CATALOG_COLUMNS))
+    )
     cat_start = np.zeros(len(CATEGORIES), dtype=np.int64)
     np.cumsum(counts[:-1], out=cat_start[1:])
     return Catalog(

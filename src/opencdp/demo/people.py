@@ -85,9 +85,8 @@ class People:
     def has_phone(self) -> BoolArray:
         return self.phone_number > 0
 
-    def phones(self, style: IntArray) -> pa.Array:
-        """The customers' phone numbers written in ``style`` (0..4), null when unknown."""
-        return format_phones(self.phone_number, style)
+    def created_ms(self, window: Window) -> IntArray:
+        return window.start_ms + np.round(self.created_t * DAY_MS).astype(np.int64)
 
 
 def format_phones(number: IntArray, style: IntArray) -> pa.Array:
@@ -237,15 +236,14 @@ def make_people(rng: np.random.Generator, first: int, n: int, window: Window) ->
 
 def customers_table(
     people: People,
-    window: Window,
+    created_ms: IntArray,
     bonus_balance: IntArray,
     bonus_expires_day: IntArray,
     email_consent: BoolArray,
 ) -> pa.Table:
     """customers.csv rows; ``bonus_expires_day`` is days since the epoch, 0 = none."""
-    created_ms = window.start_ms + np.round(people.created_t * DAY_MS).astype(np.int64)
     cities = [c.name for c in ref.CITIES]
-    return pa.table(
+    table = pa.table(
         {
             "customer_id": people.customer_id,
             "email": people.email_raw,
@@ -267,3 +265,4 @@ def customers_table(
             "created_at": text.iso_seconds(created_ms),
         }
     )
+    return table.select(list(CUSTOMER_COLUMNS))

@@ -64,9 +64,17 @@ def _c(
     material: str = "durable",
 ) -> Category:
     return Category(
-        ROOMS.index(room), label, slug, tuple(nouns.split("|")), (lo, hi), weight,
-        step=step, consumption=consumption, quantity=quantity, material=material,
-    )  # fmt: skip
+        ROOMS.index(room),
+        label,
+        slug,
+        tuple(nouns.split("|")),
+        (lo, hi),
+        weight,
+        step=step,
+        consumption=consumption,
+        quantity=quantity,
+        material=material,
+    )
 
 
 # fmt: off
