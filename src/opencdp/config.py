@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         "http://default:@localhost:8123/opencdp",
         description="ClickHouse server URL `http://user:password@host:port/database`, used when backend is `clickhouse`.",
     )
+    clickhouse_database: str = Field(
+        "opencdp", description="Database holding the tables on ClickHouse engines (chdb; clickhouse when the URL names none)."
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, description="Port the HTTP server listens on.")
     default_region: str = Field("RU", description="Region used to read phone numbers written without a country code (ISO 3166 alpha-2).")

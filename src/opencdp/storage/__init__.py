@@ -22,11 +22,11 @@ def open_backend(settings: Settings, *, create: bool = True) -> Backend:
         backend = DuckDBBackend(settings.store_path)
     elif settings.backend in ("chdb", "clickhouse"):
         from opencdp.storage.clickhouse import ChdbConnection, ClickHouseBackend, HttpConnection
-        from opencdp.storage.clickhouse.connection import DEFAULT_DATABASE, ClickHouseConnection
+        from opencdp.storage.clickhouse.connection import ClickHouseConnection
 
         connection: ClickHouseConnection
         if settings.backend == "chdb":
-            connection, database = ChdbConnection(settings.chdb_path), DEFAULT_DATABASE
+            connection, database = ChdbConnection(settings.chdb_path), settings.clickhouse_database
         else:
             http = HttpConnection(settings.clickhouse_url)
             connection, database = http, http.database
