@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_lag_bytes: int = Field(
         512 * 1024 * 1024, description="Write-ahead log bytes not yet loaded into the store before the API answers 503."
     )
+    max_import_bytes: int = Field(
+        1024**3, description="Largest file accepted by POST /api/v1/imports (bytes); import bigger files with `opencdp import` on the server."
+    )
     wal_segment_bytes: int = Field(64 * 1024 * 1024, description="Size at which the write-ahead log starts a new file.")
     loader_batch_events: int = Field(50_000, description="Most events the loader moves into the store in one transaction.")
     loader_interval_s: float = Field(0.2, description="How often the loader looks for new write-ahead log entries (seconds).")

@@ -132,9 +132,9 @@ def import_(
         columns = load_mapping(mapping) if mapping else None
         with store_or_server(settings) as target:
             if isinstance(target, ServerClient):
-                query = f"?format={format or ''}&filename={path.name}"
+                query = f"?format={format or ''}&filename={_quote(path.name)}"
                 if columns:
-                    query += "&mapping=" + _quote(json.dumps(dict(columns.get("columns", columns))))
+                    query += "&mapping=" + _quote(json.dumps(columns.to_dict()))
                 report: dict[str, Any] = target.call("POST", f"/api/v1/imports/{kind}{query}", path.read_bytes(), "application/octet-stream")
             else:
                 with _progress(f"importing {path.name}", None) as advance:

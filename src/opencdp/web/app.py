@@ -14,7 +14,7 @@ from opencdp.config import Settings
 from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
 from opencdp.storage.base import Backend
-from opencdp.web import admin, errors, tracking
+from opencdp.web import admin, errors, imports, tracking
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None, fsync: bool = True) -> FastAPI:
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     errors.install(app)
     app.include_router(tracking.router)
     app.include_router(admin.router)
+    app.include_router(imports.router)
 
     @app.get("/health", tags=["admin"], summary="Liveness")
     def health() -> dict[str, str]:

@@ -58,6 +58,18 @@ SELECT * EXCLUDE (rn) FROM (
 ORDER BY event, timestamp
 """
 
+# Without repeated ids in the batch (the usual case) the window dedupe is skipped.
+_UNIQUE = "SELECT count(*) = count(DISTINCT message_id) FROM _staged_events"
+_INSERT_LINES_UNIQUE = """
+INSERT INTO order_lines BY NAME
+SELECT l.* FROM _staged_lines AS l SEMI JOIN _new_ids AS n ON l.message_id = n.message_id
+"""
+_INSERT_EVENTS_UNIQUE = """
+INSERT INTO events BY NAME
+SELECT s.* FROM _staged_events AS s SEMI JOIN _new_ids AS n ON s.message_id = n.message_id
+ORDER BY event, timestamp
+"""
+
 
 class DuckDBBackend(Backend):
     name = "duckdb"
@@ -125,8 +137,12 @@ class DuckDBBackend(Backend):
                     con.register("_staged_events", batch.events)
                     con.register("_staged_lines", batch.order_lines)
                     con.execute(_NEW_IDS)
-                    result.order_lines = _rowcount(con.execute(_INSERT_LINES))
-                    result.inserted = _rowcount(con.execute(_INSERT_EVENTS))
+                    unique = bool(_rowcount(con.execute(_UNIQUE)))
+                    lines_sql, events_sql = (
+                        (_INSERT_LINES_UNIQUE, _INSERT_EVENTS_UNIQUE) if unique else (_INSERT_LINES, _INSERT_EVENTS)
+                    )
+                    result.order_lines = _rowcount(con.execute(lines_sql))
+                    result.inserted = _rowcount(con.execute(events_sql))
                     result.duplicates = batch.events.num_rows - result.inserted
                     result.new_message_ids = [
                         r[0] for r in con.execute("SELECT message_id FROM _new_ids").fetchall()
