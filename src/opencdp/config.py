@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     max_pending_bytes: int = Field(
         64 * 1024 * 1024, description="Bytes waiting for the write-ahead log before the API answers 429."
     )
+    max_inflight_bytes: int = Field(
+        16 * 1024 * 1024,
+        description="Request bytes the tracking API works on at once; beyond it, new requests get 429 at once.",
+    )
     max_lag_bytes: int = Field(
         512 * 1024 * 1024, description="Write-ahead log bytes not yet loaded into the store before the API answers 503."
     )

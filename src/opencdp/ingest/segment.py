@@ -8,6 +8,7 @@ say how to fix it; a rejected message never affects its neighbours.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import uuid
 from collections.abc import Mapping
@@ -22,6 +23,9 @@ TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 _ID_FIELDS = ("userId", "anonymousId")
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _MAX_ID_LENGTH = 512
+# What every store can hold: 0001-01-01 .. 9999-12-31 (ISO strings cannot leave it; numbers can).
+_MIN_MS = -62_135_596_800_000
+_MAX_MS = 253_402_300_799_999
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -70,23 +74,42 @@ class Envelope:
     default_type: str | None = None
     sent_at: Any = None
 
+    @functools.cached_property
+    def sent_at_ms(self) -> int | None:
+        """The request-level ``sentAt``, parsed once for all the messages of a batch."""
+        return to_ms(self.sent_at, "sentAt")
+
 
 def to_ms(value: Any, field: str) -> int | None:
     """Parse an ISO 8601 string (or epoch seconds/milliseconds number) into epoch ms, UTC."""
     if value is None:
         return None
+    if type(value) is str:  # the common case first
+        return _parse_iso(value, field)
     if isinstance(value, bool):
         raise Rejected(f"`{field}` must be an ISO 8601 date-time string, got a boolean", field=field)
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        if not _finite(value):
             raise Rejected(f"`{field}` must be a finite number", field=field)
         # Heuristic as in common SDKs: values above 1e11 are milliseconds.
-        return int(value if abs(value) > 1e11 else value * 1000)
+        ms = int(value if abs(value) > 1e11 else value * 1000)
+        if not _MIN_MS <= ms <= _MAX_MS:
+            # Every timestamp is stored, and the store cannot hold these: refuse the event
+            # here rather than have it fail the loader (and everything behind it) later.
+            raise Rejected(
+                f"`{field}` is out of range ({value!r} is not a time in the years 1-9999); send an ISO 8601 date-time",
+                field=field,
+            )
+        return ms
     if isinstance(value, dt.datetime):
         stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
         return int(stamp.timestamp() * 1000)
     if not isinstance(value, str):
         raise Rejected(f"`{field}` must be an ISO 8601 date-time string, got {_kind(value)}", field=field)
+    return _parse_iso(value, field)
+
+
+def _parse_iso(value: str, field: str) -> int:
     text = value.strip()
     try:
         if text.endswith(("Z", "z")):
@@ -102,6 +125,14 @@ def to_ms(value: Any, field: str) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
+def _finite(value: float) -> bool:
+    """False for NaN, infinities, and integers too large for a float (JSON allows them)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
         type(value), "a number" if isinstance(value, int | float) else type(value).__name__
@@ -112,7 +143,10 @@ def _identifier(message: Mapping[str, Any], field: str) -> str | None:
     value = message.get(field)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if type(value) is str:  # the common case first
+        if len(value) <= _MAX_ID_LENGTH and value and not value[0].isspace() and not value[-1].isspace():
+            return value
+    elif isinstance(value, bool) or not isinstance(value, str | int):
         raise Rejected(f"`{field}` must be a string or a number, got {_kind(value)}", field=field)
     text = str(value).strip()
     if len(text) > _MAX_ID_LENGTH:
@@ -121,10 +155,13 @@ def _identifier(message: Mapping[str, Any], field: str) -> str | None:
 
 
 def _number(value: Any) -> float | None:
+    kind = type(value)
+    if kind is float or kind is int:  # the common case first (bool is not int here)
+        return float(value) if _finite(value) else None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        return float(value) if _finite(value) else None
     if isinstance(value, str):
         try:
             number = float(value.replace(",", ".").strip())
@@ -135,6 +172,8 @@ def _number(value: Any) -> float | None:
 
 
 def _text(value: Any) -> str | None:
+    if type(value) is str:  # the common case first
+        return value
     if value is None or isinstance(value, dict | list):
         return None
     if isinstance(value, bool):
@@ -146,12 +185,16 @@ def _text(value: Any) -> str | None:
 
 def _extract(source: Mapping[str, Any], spec: tuple[tuple[str, tuple[str, ...], str], ...], row: dict[str, Any]) -> None:
     for column, names, kind in spec:
-        value = None
         for name in names:
             if name in source:
                 value = source[name]
+                if value is None:
+                    row[column] = None
+                else:
+                    row[column] = _number(value) if kind == _NUMBER else _text(value)
                 break
-        row[column] = _number(value) if kind == _NUMBER else _text(value)
+        else:
+            row[column] = None
 
 
 def channel_of(message: Mapping[str, Any], context: Mapping[str, Any]) -> str:
@@ -201,6 +244,10 @@ def normalize(message: Any, envelope: Envelope) -> dict[str, Any]:
         objects[field] = value
     context = objects["context"] or {}
     properties = objects["properties"] or {}
+    category = message.get("category")
+    if kind in ("page", "screen") and isinstance(category, str) and category and "category" not in properties:
+        # Segment's page/screen `category`: kept in properties, as analytics.js does.
+        properties = objects["properties"] = {**properties, "category": category}
     # Segment's identify and group carry traits at the top level; older SDKs nest them in context.
     traits = objects["traits"] if objects["traits"] is not None else context.get("traits")
     if traits is not None and not isinstance(traits, dict):
@@ -230,7 +277,7 @@ def normalize(message: Any, envelope: Envelope) -> dict[str, Any]:
     message_id = _identifier(message, "messageId") or f"ocdp-{uuid.uuid4()}"
     received = envelope.received_at_ms
     original = to_ms(message.get("originalTimestamp"), "originalTimestamp")
-    sent = to_ms(message.get("sentAt", envelope.sent_at), "sentAt")
+    sent = to_ms(message["sentAt"], "sentAt") if "sentAt" in message else envelope.sent_at_ms
     explicit = to_ms(message.get("timestamp"), "timestamp")
     if original is not None and sent is not None:
         timestamp = received - (sent - original)  # correct the client's clock skew

@@ -15,6 +15,7 @@ from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
 from opencdp.storage.base import Backend
 from opencdp.web import admin, errors, imports, tracking
+from opencdp.web.admission import TrackingAdmission
 
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None, fsync: bool = True) -> FastAPI:
@@ -48,6 +49,9 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     )
     app.state.settings = settings
     app.state.local_token = secrets.token_urlsafe(32)  # lets the local CLI talk to this server
+    app.add_middleware(
+        TrackingAdmission, max_bytes=settings.max_inflight_bytes, unknown_size=settings.max_batch_bytes
+    )  # added before CORS, so CORS wraps its 429s too
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -24,9 +24,19 @@ class JSONResponse(Response):
         return _encode(content)
 
 
+def sdk_keys(body: dict[str, Any]) -> dict[str, Any]:
+    """Repeat ``error``/``detail`` as ``code``/``message``: the keys Segment's and RudderStack's
+    SDKs read from an error answer (without them Segment reports "unknown" and RudderStack's
+    Python SDK fails with KeyError and retries the request as if the network had failed)."""
+    body.setdefault("code", body.get("error"))
+    body.setdefault("message", body.get("detail"))
+    return body
+
+
 def error_response(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"error": error, "detail": detail}
     body.update({k: v for k, v in extra.items() if v is not None})
+    sdk_keys(body)
     headers = {}
     if "retry_after" in body:
         headers["Retry-After"] = str(int(body.pop("retry_after")))

@@ -17,7 +17,7 @@ from opencdp.errors import AuthError, TerminalError
 from opencdp.ingest.collector import Collector, Submission
 from opencdp.keys import KeyRing
 from opencdp.web.body import BodyError, basic_auth_user, read_body
-from opencdp.web.errors import JSONResponse
+from opencdp.web.errors import JSONResponse, sdk_keys
 from opencdp.web.schemas import BATCH_SCHEMA, MESSAGE_SCHEMAS, RESPONSES
 
 router = APIRouter(tags=["tracking"])
@@ -71,7 +71,7 @@ async def _unreadable(request: Request, error: TerminalError, body: bytes) -> Re
             source=f"api:{source}", error=error.code, detail=error.detail, payload=body, field=error.field
         )
         await asyncio.wrap_future(future)
-    return JSONResponse(error.to_dict(), status_code=error.status)
+    return JSONResponse(sdk_keys(error.to_dict()), status_code=error.status)
 
 
 async def _answer(submission: Submission, *, single: bool) -> Response:
@@ -82,7 +82,7 @@ async def _answer(submission: Submission, *, single: bool) -> Response:
     rejected = [r.to_dict() for r in submission.rejected]
     if single or submission.accepted == 0:
         first = rejected[0]
-        body: dict[str, Any] = dict(first)
+        body: dict[str, Any] = sdk_keys(dict(first))
         if not single:
             body["rejected"] = rejected
         return JSONResponse(body, status_code=400)
