@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     loader_batch_events: int = Field(50_000, description="Most events the loader moves into the store in one transaction.")
     loader_interval_s: float = Field(0.2, description="How often the loader looks for new write-ahead log entries (seconds).")
     dedupe_window_days: int = Field(
-        0, description="Look back this many days of events for duplicate messageIds; 0 means all history."
+        7,
+        ge=0,
+        description="Tracking API: a retried messageId is recognised if first received within this many days "
+        "(the check's cost stays flat as the store grows); 0 checks all history. Imports always check all history.",
     )
     cors_origins: list[str] = Field(["*"], description="Origins allowed to call the tracking API from a browser.")
 

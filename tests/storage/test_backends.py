@@ -256,6 +256,21 @@ def test_events_already_stored_are_duplicates_in_a_later_batch(backend: Backend)
     assert stored_lines(backend) == [("m1", 0), ("m3", 0)]
 
 
+def test_dedupe_window_bounds_the_duplicate_check(backend: Backend) -> None:
+    old = RECEIVED - dt.timedelta(days=30)
+    backend.load(batch([event("old", received_at=old), event("recent")]))
+    window = batch([event("old", lsn=5), event("recent", lsn=6), event("new", lsn=7)])
+    window.dedupe_since = RECEIVED - dt.timedelta(days=7)
+
+    result = backend.load(window)
+
+    # Only "recent" was first received inside the window; "old" is outside it, so a
+    # retry that late counts as a new event, as with Segment's own dedupe window.
+    assert sorted(result.new_message_ids) == ["new", "old"]
+    full_history = batch([event("recent", lsn=8), event("old", lsn=9)])
+    assert backend.load(full_history).inserted == 0
+
+
 def test_order_lines_of_duplicate_events_are_not_doubled(backend: Backend) -> None:
     result = backend.load(
         batch(

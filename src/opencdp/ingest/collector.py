@@ -53,8 +53,13 @@ class Collector:
         self.settings = settings
         self.backend = backend
         self.wal = WriteAheadLog(settings.wal_dir, segment_bytes=settings.wal_segment_bytes, fsync=fsync)
+        window = dt.timedelta(days=settings.dedupe_window_days) if settings.dedupe_window_days else None
         self.loader = Loader(
-            backend, self.wal, batch_events=settings.loader_batch_events, interval_s=settings.loader_interval_s
+            backend,
+            self.wal,
+            batch_events=settings.loader_batch_events,
+            interval_s=settings.loader_interval_s,
+            dedupe_window=window,
         )
 
     def start(self) -> None:
@@ -156,6 +161,3 @@ def _reject_row(received_ms: int, source: str, error: Rejected, index: int, payl
         "payload": payload.decode("utf-8", "replace"),
     }
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -8,6 +8,7 @@ files it no longer needs. After a crash it starts again from the checkpoint;
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -45,11 +46,20 @@ class LoaderStats:
 
 
 class Loader:
-    def __init__(self, backend: Backend, wal: WriteAheadLog, *, batch_events: int = 50_000, interval_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        wal: WriteAheadLog,
+        *,
+        batch_events: int = 50_000,
+        interval_s: float = 0.2,
+        dedupe_window: dt.timedelta | None = None,
+    ) -> None:
         self.backend = backend
         self.wal = wal
         self.batch_events = batch_events
         self.interval_s = interval_s
+        self.dedupe_window = dedupe_window
         self.position = backend.get_checkpoint(CHECKPOINT)
         self.stats = LoaderStats()
         self._wake = threading.Event()
@@ -82,7 +92,8 @@ class Loader:
             if len(events) >= self.batch_events:
                 break
         event_table, line_table = events_and_lines(events)
-        batch = LoadBatch(event_table, line_table, quarantine_table(rejects) if rejects else None)
+        since = dt.datetime.now(dt.UTC) - self.dedupe_window if self.dedupe_window else None
+        batch = LoadBatch(event_table, line_table, quarantine_table(rejects) if rejects else None, since)
         result = self.backend.load(batch, (CHECKPOINT, end))
         self.position = end
         self.wal.release(end)

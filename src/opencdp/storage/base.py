@@ -43,6 +43,12 @@ class LoadBatch:
     events: pa.Table
     order_lines: pa.Table
     quarantine: pa.Table | None = None
+    dedupe_since: dt.datetime | None = None
+    """Check for duplicate message ids among events received since this time; None: all history.
+
+    The tracking pipeline bounds the check (``Settings.dedupe_window_days``) so that its
+    cost does not grow with the store; imports check all history.
+    """
 
 
 @dataclass

@@ -47,7 +47,7 @@ _NEW_EVENTS = """
 CREATE TABLE {new} ENGINE = Memory AS
 SELECT * FROM {staged}
 WHERE message_id NOT IN (
-  SELECT message_id FROM events WHERE message_id IN (SELECT message_id FROM {staged})
+  SELECT message_id FROM events WHERE message_id IN (SELECT message_id FROM {staged}) {window}
 )
 ORDER BY lsn
 LIMIT 1 BY message_id
@@ -182,7 +182,11 @@ class ClickHouseBackend(Backend):
             run(f"CREATE TABLE {staged} AS events ENGINE = Memory")
             self.insert(staged, batch.events)
             new = scratch("new_events")
-            run(_NEW_EVENTS.format(new=new, staged=staged))
+            if batch.dedupe_since is None:
+                run(_NEW_EVENTS.format(new=new, staged=staged, window=""))
+            else:
+                window = "AND received_at >= {since:DateTime64(3, 'UTC')}"
+                run(_NEW_EVENTS.format(new=new, staged=staged, window=window), {"since": batch.dedupe_since})
             ids = self.query_arrow(f"SELECT message_id FROM {new} ORDER BY lsn")
             result.new_message_ids = [str(v) for v in ids.column(0).to_pylist()]
             result.inserted = len(result.new_message_ids)

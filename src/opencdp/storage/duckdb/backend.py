@@ -39,9 +39,12 @@ TYPES: dict[T, str] = {
 _NEW_IDS = """
 CREATE OR REPLACE TEMP TABLE _new_ids AS
 SELECT s.message_id, min(s.lsn) AS lsn FROM _staged_events AS s
-WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.message_id = s.message_id)
+WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.message_id = s.message_id {window})
 GROUP BY s.message_id
 """
+# Events are appended in arrival order, so row-group min/max statistics on received_at
+# let DuckDB skip everything older than the window.
+_WINDOW = "AND e.received_at >= $since"
 _INSERT_LINES = """
 INSERT INTO order_lines BY NAME
 SELECT * EXCLUDE (rn) FROM (
@@ -136,7 +139,10 @@ class DuckDBBackend(Backend):
                 if batch.events.num_rows:
                     con.register("_staged_events", batch.events)
                     con.register("_staged_lines", batch.order_lines)
-                    con.execute(_NEW_IDS)
+                    if batch.dedupe_since is None:
+                        con.execute(_NEW_IDS.format(window=""))
+                    else:
+                        con.execute(_NEW_IDS.format(window=_WINDOW), {"since": batch.dedupe_since})
                     unique = bool(_rowcount(con.execute(_UNIQUE)))
                     lines_sql, events_sql = (
                         (_INSERT_LINES_UNIQUE, _INSERT_EVENTS_UNIQUE) if unique else (_INSERT_LINES, _INSERT_EVENTS)
