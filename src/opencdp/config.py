@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field(
         "opencdp", description="Database holding the tables on ClickHouse engines (chdb; clickhouse when the URL names none)."
     )
+    duckdb_memory_limit: str = Field(
+        "512MB", description="Most memory the embedded DuckDB store may use for its buffers (DuckDB size syntax, e.g. 512MB, 4GB)."
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, description="Port the HTTP server listens on.")
     default_region: str = Field("RU", description="Region used to read phone numbers written without a country code (ISO 3166 alpha-2).")

@@ -19,7 +19,7 @@ def open_backend(settings: Settings, *, create: bool = True) -> Backend:
     if settings.backend == "duckdb":
         from opencdp.storage.duckdb import DuckDBBackend
 
-        backend = DuckDBBackend(settings.store_path)
+        backend = DuckDBBackend(settings.store_path, memory_limit=settings.duckdb_memory_limit)
     elif settings.backend in ("chdb", "clickhouse"):
         from opencdp.storage.clickhouse import ChdbConnection, ClickHouseBackend, HttpConnection
         from opencdp.storage.clickhouse.connection import ClickHouseConnection

@@ -80,7 +80,7 @@ class DuckDBBackend(Backend):
         dialect="duckdb", transactions=True, embedded=True, native_upsert=True
     )
 
-    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False, memory_limit: str | None = None) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +96,9 @@ class DuckDBBackend(Backend):
         # TIMESTAMPTZ comes back in the session time zone (the machine's by default); the
         # store's contract is UTC. GLOBAL so that the per-thread cursors inherit it.
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        if memory_limit:
+            # DuckDB's default is 80% of RAM; a server beside other services wants a bound.
+            self._con.execute("SET memory_limit = $limit", {"limit": memory_limit})
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._to_type = ddl.type_mapper(TYPES, "duckdb", nullable_wrapper=False)
