@@ -8,22 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from opencdp.demo import EVENT_SCHEMA
 from tests.imports.conftest import Store, iso_ms, ms, write
 
-SCHEMA = pa.schema(
-    [
-        ("type", pa.string()),
-        ("message_id", pa.string()),
-        ("timestamp", pa.timestamp("ms", tz="UTC")),
-        ("user_id", pa.string()),
-        ("anonymous_id", pa.string()),
-        ("event", pa.string()),
-        ("name", pa.string()),
-        ("properties", pa.string()),
-        ("traits", pa.string()),
-        ("context", pa.string()),
-    ]
-)
+SCHEMA = EVENT_SCHEMA  # the flat shape the demo shop writes
 T1 = iso_ms("2024-05-01T10:00:00Z")
 
 
