@@ -19,7 +19,8 @@ import msgspec
 
 from opencdp.config import Settings
 from opencdp.errors import TransientError
-from opencdp.ingest.loader import Loader, Record, encode_record
+from opencdp.ingest import records
+from opencdp.ingest.loader import Loader
 from opencdp.ingest.segment import Envelope, Rejected, normalize
 from opencdp.ingest.wal import WriteAheadLog
 from opencdp.storage.base import Backend
@@ -103,7 +104,8 @@ class Collector:
             default_type=default_type,
             sent_at=sent_at,
         )
-        record = Record()
+        accepted: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
         rejected: list[Rejection] = []
         for index, raw in enumerate(messages):
             try:
@@ -116,12 +118,17 @@ class Collector:
                 message = _decode(raw)
                 if context and isinstance(message, dict):
                     message.setdefault("context", context)  # batch-level context, as Segment's batch API
-                record.events.append(normalize(message, envelope))
+                accepted.append(normalize(message, envelope))
             except Rejected as error:
                 rejected.append(Rejection(index, error.code, error.detail, error.field))
-                record.rejects.append(_reject_row(received_ms, source, error, index, bytes(raw)))
-        durable = self.wal.append(encode_record(record)) if record.events or record.rejects else None
-        return Submission(len(record.events), rejected, durable)
+                rejects.append(_reject_row(received_ms, source, error, index, bytes(raw)))
+        # Records become durable in order, so the last one's future covers both.
+        durable = None
+        if accepted:
+            durable = self.wal.append(records.encode(records.EVENTS_KIND, accepted))
+        if rejects:
+            durable = self.wal.append(records.encode(records.REJECTS_KIND, rejects))
+        return Submission(len(accepted), rejected, durable)
 
     def reject(self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None) -> Future[int]:
         """Quarantine a request that could not be read at all (bad JSON, gzip, encoding)."""
@@ -134,7 +141,7 @@ class Collector:
             "position": None,
             "payload": payload[:65536].decode("utf-8", "replace"),
         }
-        return self.wal.append(encode_record(Record(rejects=[row])))
+        return self.wal.append(records.encode(records.REJECTS_KIND, [row]))
 
     def flush(self) -> None:
         """Load everything acknowledged so far into the store (tests and CLI)."""

@@ -13,27 +13,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
-import msgspec
-
-from opencdp.ingest.rows import events_and_lines, quarantine_table
+from opencdp.ingest import records
 from opencdp.ingest.wal import WriteAheadLog
 from opencdp.storage.base import Backend, LoadBatch, LoadResult
 
 CHECKPOINT = "loader"
 log = logging.getLogger(__name__)
-
-
-class Record(msgspec.Struct):
-    """One write-ahead log record: the accepted rows and the rejects of one request."""
-
-    events: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = []
-
-
-encode_record = msgspec.msgpack.Encoder().encode
-_decode_record = msgspec.msgpack.Decoder(Record).decode
 
 
 @dataclass
@@ -79,21 +65,15 @@ class Loader:
     def _step(self) -> LoadResult | None:
         if self.position >= self.wal.durable_lsn:
             return None
-        events: list[dict[str, Any]] = []
-        rejects: list[dict[str, Any]] = []
+        batch_records: list[tuple[int, bytes]] = []
         end = self.position
-        # ~200 bytes per event is a lower bound, so this reads at most a few batches' worth.
-        for end, payload in self.wal.read(self.position, max_bytes=self.batch_events * 2000):
-            record = _decode_record(payload)
-            for row in record.events:
-                row["lsn"] = end
-            events.extend(record.events)
-            rejects.extend(record.rejects)
-            if len(events) >= self.batch_events:
-                break
-        event_table, line_table = events_and_lines(events)
+        budget = self.batch_events * 400  # bytes: ~400 per normalised event
+        # Read at least one record, then up to the budget.
+        for end, payload in self.wal.read(self.position, max_bytes=budget):
+            batch_records.append((end, payload))
+        event_table, line_table, quarantine = records.decode(batch_records)
         since = dt.datetime.now(dt.UTC) - self.dedupe_window if self.dedupe_window else None
-        batch = LoadBatch(event_table, line_table, quarantine_table(rejects) if rejects else None, since)
+        batch = LoadBatch(event_table, line_table, quarantine, since)
         result = self.backend.load(batch, (CHECKPOINT, end))
         self.position = end
         self.wal.release(end)
