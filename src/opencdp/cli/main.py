@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -93,13 +94,14 @@ def serve(
     except OpenCDPError as error:
         raise _fail(error) from None
     url = f"http://{host}:{port}"
-    console.print(f"[bold green]opencdp[/bold green] on {settings.backend} ({settings.data_dir})")
-    console.print(f"  API:          {url}/v1/track, {url}/v1/batch, {url}/api/v1/...")
-    console.print(f"  OpenAPI docs: {url}/docs")
+    say = functools.partial(console.print, soft_wrap=True, highlight=False)  # URLs and keys on one line
+    say(f"[bold green]opencdp[/bold green] on {settings.backend} ({settings.data_dir})")
+    say(f"  API:          {url}/v1/track, {url}/v1/batch, {url}/api/v1/...")
+    say(f"  OpenAPI docs: {url}/docs")
     if credentials:
-        console.print(f"  write key:    [bold]{credentials['write_key']}[/bold]  (Basic auth username)")
-        console.print(f"  admin key:    [bold]{credentials['admin_key']}[/bold]  (Authorization: Bearer ...)")
-        console.print(f"  (kept in {settings.data_dir / 'credentials.json'})")
+        say(f"  write key:    [bold]{credentials['write_key']}[/bold]  (Basic auth username)")
+        say(f"  admin key:    [bold]{credentials['admin_key']}[/bold]  (Authorization: Bearer ...)")
+        say(f"  (kept in {settings.data_dir / 'credentials.json'})")
     write_server_file(settings, url, application.state.local_token)
     _tune_gc()
     try:
