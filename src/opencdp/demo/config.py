@@ -12,8 +12,9 @@ CHUNK_CUSTOMERS = 20_000  # fixed: the output depends on it, so it is not a sett
 EVENTS_PER_FILE = 1_000_000
 
 
-def _today_utc() -> datetime.date:
-    return datetime.datetime.now(datetime.UTC).date()
+def _yesterday_utc() -> datetime.date:
+    """The last whole day: history ends before now, so no demo event lies in the future."""
+    return datetime.datetime.now(datetime.UTC).date() - datetime.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class DemoConfig:
 
     customers: int = 5000
     seed: int = 42
-    end: datetime.date = field(default_factory=_today_utc)  # last day of history, inclusive
+    end: datetime.date = field(default_factory=_yesterday_utc)  # last day of history, inclusive
     days: int = 365  # length of history
     products: int = 2000
     stores: int = 40
