@@ -237,7 +237,8 @@ def demo_load(
             for kind, path in files:
                 with _progress(f"importing {path.name}", None) as advance:
                     report = import_file(backend, path, kind, settings=settings, progress=advance)  # type: ignore[arg-type]
-                console.print(f"  {path.name}: {report.events_written} events, {report.rejected} rejected")
+                written = f"{report.products_upserted} products" if kind == "catalog" else f"{report.events_written} events"
+                console.print(f"  {path.name}: {written}, {report.rejected} rejected")
     except OpenCDPError as error:
         raise _fail(error) from None
     console.print(f"demo shop loaded: {summary.customers} customers, {summary.products} products")
