@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         24 * 3600.0, description="Events timestamped further than this in the future are rejected (seconds)."
     )
+    ingest_processes: int = Field(
+        0,
+        ge=0,
+        description="Worker processes that validate tracking requests beside the server's event loop "
+        "(0: validate in the server process). When not set, `opencdp serve` uses 1 on a machine with 2+ cores.",
+    )
     max_pending_bytes: int = Field(
         64 * 1024 * 1024, description="Bytes waiting for the write-ahead log before the API answers 429."
     )

@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.api.conftest import Api, basic
+from opencdp.storage.base import Backend
+from opencdp.web.app import create_app
+from tests.api.conftest import Api, basic, make_settings
 
 CALLS = {
     "identify": {"userId": "u1", "traits": {"email": "anna@example.com", "firstName": "Анна"}},
@@ -272,3 +276,18 @@ def test_backlog_answers_503_with_retry_after(api: Api) -> None:
     assert int(response.headers["Retry-After"]) >= 1
     assert response.json()["error"] == "backlog"
     assert [e["event"] for e in api.events()] == ["A"]
+
+
+def test_batches_validated_in_worker_processes_match_inline(backend: Backend, tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, loader_interval_s=3600, ingest_processes=1), backend=backend)
+    with TestClient(app) as client:
+        _, key = app.state.keys.create("write", "website")
+        batch = [{"type": "track", "userId": f"u{i}", "event": "Product Viewed", "messageId": f"m{i}"} for i in range(40)]
+        batch[7] = {"type": "track", "userId": "u7"}  # no event name
+        response = client.post("/v1/batch", json={"batch": batch}, headers=basic(key))
+        assert response.status_code == 200, response.text
+        assert response.json()["accepted"] == 39
+        assert [(r["index"], r["field"]) for r in response.json()["rejected"]] == [(7, "event")]
+        app.state.collector.flush()
+    assert backend.scalar("SELECT count(*) FROM events") == 39
+    assert backend.scalar("SELECT count(*) FROM quarantine") == 1

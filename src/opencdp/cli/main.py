@@ -86,6 +86,8 @@ def serve(
     from opencdp.web.app import create_app
 
     settings = _settings()
+    if "ingest_processes" not in settings.model_fields_set and (os.cpu_count() or 1) >= 2:
+        settings = settings.model_copy(update={"ingest_processes": 2})
     host = host or settings.host
     port = port or settings.port
     try:

@@ -8,10 +8,14 @@ completes when that record is on disk, which is when the API answers 200.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +30,7 @@ from opencdp.ingest.wal import WriteAheadLog
 from opencdp.storage.base import Backend
 
 _decode_json = msgspec.json.Decoder().decode
+_POOL_MIN_MESSAGES = 20
 
 
 @dataclass
@@ -62,11 +67,24 @@ class Collector:
             interval_s=settings.loader_interval_s,
             dedupe_window=window,
         )
+        self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
         self.loader.start()
+        if self.settings.ingest_processes > 0:
+            # spawn, not fork: this process already runs threads (log writer, loader, DuckDB).
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                self.settings.ingest_processes,
+                mp_context=context,
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         self.loader.stop()
         self.wal.close()
 
@@ -85,50 +103,63 @@ class Collector:
                 code="backlog",
             )
 
+    def _envelope(self, source: str, default_type: str | None, sent_at: Any) -> Envelope:
+        return Envelope(
+            received_at_ms=int(time.time() * 1000),
+            source=source,
+            max_future_ms=int(self.settings.max_future_skew_s * 1000),
+            default_type=default_type,
+            sent_at=sent_at,
+        )
+
     def submit(
         self,
-        messages: Sequence[msgspec.Raw],
+        messages: Sequence[msgspec.Raw | bytes],
         *,
         source: str,
         default_type: str | None = None,
         sent_at: Any = None,
         context: dict[str, Any] | None = None,
     ) -> Submission:
-        """Validate and durably log one request's messages."""
+        """Validate and durably log one request's messages, in this thread."""
         self.check_capacity()
-        received_ms = int(time.time() * 1000)
-        envelope = Envelope(
-            received_at_ms=received_ms,
-            source=source,
-            max_future_ms=int(self.settings.max_future_skew_s * 1000),
-            default_type=default_type,
-            sent_at=sent_at,
+        envelope = self._envelope(source, default_type, sent_at)
+        return self._log(validate(messages, envelope, self.settings.max_event_bytes, context))
+
+    async def submit_async(
+        self,
+        messages: Sequence[msgspec.Raw | bytes],
+        *,
+        source: str,
+        default_type: str | None = None,
+        sent_at: Any = None,
+        context: dict[str, Any] | None = None,
+    ) -> Submission:
+        """As ``submit``, validating batches in a worker process when ``ingest_processes`` > 0.
+
+        Validation is most of the CPU an event costs; in worker processes it runs
+        beside the event loop instead of holding the interpreter lock. Small requests
+        stay in this thread: a round trip to a worker costs more than they do.
+        """
+        if self._pool is None or len(messages) < _POOL_MIN_MESSAGES:
+            return self.submit(messages, source=source, default_type=default_type, sent_at=sent_at, context=context)
+        self.check_capacity()
+        envelope = self._envelope(source, default_type, sent_at)
+        payload = [bytes(m) for m in messages]
+        loop = asyncio.get_running_loop()
+        validated = await loop.run_in_executor(
+            self._pool, validate, payload, envelope, self.settings.max_event_bytes, context
         )
-        accepted: list[dict[str, Any]] = []
-        rejects: list[dict[str, Any]] = []
-        rejected: list[Rejection] = []
-        for index, raw in enumerate(messages):
-            try:
-                if len(raw) > self.settings.max_event_bytes:
-                    raise Rejected(
-                        f"event is {len(raw)} bytes; the limit is {self.settings.max_event_bytes} bytes (32 KB) per event",
-                        field="$",
-                        code="event_too_large",
-                    )
-                message = _decode(raw)
-                if context and isinstance(message, dict):
-                    message.setdefault("context", context)  # batch-level context, as Segment's batch API
-                accepted.append(normalize(message, envelope))
-            except Rejected as error:
-                rejected.append(Rejection(index, error.code, error.detail, error.field))
-                rejects.append(_reject_row(received_ms, source, error, index, bytes(raw)))
+        return self._log(validated)
+
+    def _log(self, validated: Validated) -> Submission:
         # Records become durable in order, so the last one's future covers both.
         durable = None
-        if accepted:
-            durable = self.wal.append(records.encode(records.EVENTS_KIND, accepted))
-        if rejects:
-            durable = self.wal.append(records.encode(records.REJECTS_KIND, rejects))
-        return Submission(len(accepted), rejected, durable)
+        if validated.events_record is not None:
+            durable = self.wal.append(validated.events_record)
+        if validated.rejects_record is not None:
+            durable = self.wal.append(validated.rejects_record)
+        return Submission(validated.accepted, validated.rejected, durable)
 
     def reject(self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None) -> Future[int]:
         """Quarantine a request that could not be read at all (bad JSON, gzip, encoding)."""
@@ -148,7 +179,61 @@ class Collector:
         self.loader.drain()
 
 
-def _decode(raw: msgspec.Raw) -> Any:
+@dataclass
+class Validated:
+    """What validation makes of one request: write-ahead log records and the rejections."""
+
+    accepted: int
+    rejected: list[Rejection]
+    events_record: bytes | None
+    rejects_record: bytes | None
+
+
+def validate(
+    messages: Sequence[msgspec.Raw | bytes], envelope: Envelope, max_event_bytes: int, context: dict[str, Any] | None
+) -> Validated:
+    """Validate each message on its own; a bad one never affects its neighbours.
+
+    A plain function of picklable arguments, so it can run in a worker process.
+    """
+    accepted: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(messages):
+        try:
+            if len(raw) > max_event_bytes:
+                raise Rejected(
+                    f"event is {len(raw)} bytes; the limit is {max_event_bytes} bytes (32 KB) per event",
+                    field="$",
+                    code="event_too_large",
+                )
+            message = _decode(raw)
+            if context and isinstance(message, dict):
+                message.setdefault("context", context)  # batch-level context, as Segment's batch API
+            accepted.append(normalize(message, envelope))
+        except Rejected as error:
+            rejected.append(Rejection(index, error.code, error.detail, error.field))
+            rejects.append(_reject_row(envelope.received_at_ms, envelope.source, error, index, bytes(raw)))
+    return Validated(
+        len(accepted),
+        rejected,
+        records.encode(records.EVENTS_KIND, accepted) if accepted else None,
+        records.encode(records.REJECTS_KIND, rejects) if rejects else None,
+    )
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a validation worker: exit when the server dies, even by ``kill -9``."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _decode(raw: msgspec.Raw | bytes) -> Any:
     try:
         return _decode_json(raw)
     except UnicodeDecodeError:
