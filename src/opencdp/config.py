@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         "opencdp", description="Database holding the tables on ClickHouse engines (chdb; clickhouse when the URL names none)."
     )
     duckdb_memory_limit: str = Field(
-        "512MB", description="Most memory the embedded DuckDB store may use for its buffers (DuckDB size syntax, e.g. 512MB, 4GB)."
+        "256MB", description="Most memory the embedded DuckDB store may use for its buffers (DuckDB size syntax, e.g. 512MB, 4GB)."
     )
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, description="Port the HTTP server listens on.")

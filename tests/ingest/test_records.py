@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from opencdp.ingest import records
+from opencdp.ingest.decode import decode
 from opencdp.ingest.rows import events_and_lines, quarantine_table
 from opencdp.ingest.segment import Envelope, normalize
 
@@ -38,7 +39,7 @@ def test_events_and_lines_round_trip() -> None:
     rows = [normalize(m, ENVELOPE) for m in MESSAGES]
     first, second = rows[:2], rows[2:]
     wal = [(100, records.encode(records.EVENTS_KIND, first)), (250, records.encode(records.EVENTS_KIND, second))]
-    events, lines, quarantine = records.decode(wal)
+    events, lines, quarantine = decode(wal)
     expected_rows = [{**r, "lsn": 100} for r in first] + [{**r, "lsn": 250} for r in second]
     expected_events, expected_lines = events_and_lines(expected_rows)
     assert events.equals(expected_events)
@@ -61,11 +62,11 @@ def test_rejects_round_trip_and_mix_with_events() -> None:
         (10, records.encode(records.REJECTS_KIND, [reject])),
         (20, records.encode(records.EVENTS_KIND, [normalize(MESSAGES[0], ENVELOPE)])),
     ]
-    events, lines, quarantine = records.decode(wal)
+    events, lines, quarantine = decode(wal)
     assert events.num_rows == 1 and lines.num_rows == 0
     assert quarantine is not None and quarantine.equals(quarantine_table([reject]))
 
 
 def test_nothing_decodes_to_empty_tables() -> None:
-    events, lines, quarantine = records.decode([])
+    events, lines, quarantine = decode([])
     assert events.num_rows == 0 and lines.num_rows == 0 and quarantine is None

@@ -106,6 +106,7 @@ def serve(
         say(f"  (kept in {settings.data_dir / 'credentials.json'})")
     write_server_file(settings, url, application.state.local_token)
     _tune_gc()
+    _bound_arrow_memory()
     try:
         uvicorn.run(
             application,
@@ -119,6 +120,22 @@ def serve(
         )
     finally:
         remove_server_file(settings)
+
+
+def _bound_arrow_memory() -> None:
+    """Arrow buffers from the system allocator: mimalloc (Arrow's default) keeps freed
+    pages, so a long-running server's RSS would creep up to its biggest loader batch."""
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    # glibc gives each thread (event loop, log writer, loader, DuckDB and Arrow pools)
+    # its own malloc arena that it rarely returns; two arenas bound that.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
 
 
 def _tune_gc() -> None:

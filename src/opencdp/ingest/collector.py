@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,26 +24,12 @@ from opencdp.config import Settings
 from opencdp.errors import TransientError
 from opencdp.ingest import records
 from opencdp.ingest.loader import Loader
-from opencdp.ingest.segment import Envelope, Rejected, normalize
+from opencdp.ingest.segment import Envelope
+from opencdp.ingest.validation import Rejection, Validated, exit_with_parent, validate
 from opencdp.ingest.wal import WriteAheadLog
 from opencdp.storage.base import Backend
 
-_decode_json = msgspec.json.Decoder().decode
 _POOL_MIN_MESSAGES = 20
-
-
-@dataclass
-class Rejection:
-    index: int
-    error: str
-    detail: str
-    field: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"index": self.index, "error": self.error, "detail": self.detail}
-        if self.field is not None:
-            body["field"] = self.field
-        return body
 
 
 @dataclass
@@ -72,12 +57,15 @@ class Collector:
     def start(self) -> None:
         self.loader.start()
         if self.settings.ingest_processes > 0:
-            # spawn, not fork: this process already runs threads (log writer, loader, DuckDB).
-            context = multiprocessing.get_context("spawn")
+            # Not fork: this process already runs threads (log writer, loader, DuckDB).
+            # A fork server that preloads only the validation module keeps workers small
+            # (spawn would import the whole server into each).
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["opencdp.ingest.validation"])
             self._pool = ProcessPoolExecutor(
                 self.settings.ingest_processes,
                 mp_context=context,
-                initializer=_exit_with_parent,
+                initializer=exit_with_parent,
                 initargs=(os.getpid(),),
             )
 
@@ -178,78 +166,4 @@ class Collector:
         """Load everything acknowledged so far into the store (tests and CLI)."""
         self.loader.drain()
 
-
-@dataclass
-class Validated:
-    """What validation makes of one request: write-ahead log records and the rejections."""
-
-    accepted: int
-    rejected: list[Rejection]
-    events_record: bytes | None
-    rejects_record: bytes | None
-
-
-def validate(
-    messages: Sequence[msgspec.Raw | bytes], envelope: Envelope, max_event_bytes: int, context: dict[str, Any] | None
-) -> Validated:
-    """Validate each message on its own; a bad one never affects its neighbours.
-
-    A plain function of picklable arguments, so it can run in a worker process.
-    """
-    accepted: list[dict[str, Any]] = []
-    rejects: list[dict[str, Any]] = []
-    rejected: list[Rejection] = []
-    for index, raw in enumerate(messages):
-        try:
-            if len(raw) > max_event_bytes:
-                raise Rejected(
-                    f"event is {len(raw)} bytes; the limit is {max_event_bytes} bytes (32 KB) per event",
-                    field="$",
-                    code="event_too_large",
-                )
-            message = _decode(raw)
-            if context and isinstance(message, dict):
-                message.setdefault("context", context)  # batch-level context, as Segment's batch API
-            accepted.append(normalize(message, envelope))
-        except Rejected as error:
-            rejected.append(Rejection(index, error.code, error.detail, error.field))
-            rejects.append(_reject_row(envelope.received_at_ms, envelope.source, error, index, bytes(raw)))
-    return Validated(
-        len(accepted),
-        rejected,
-        records.encode(records.EVENTS_KIND, accepted) if accepted else None,
-        records.encode(records.REJECTS_KIND, rejects) if rejects else None,
-    )
-
-
-def _exit_with_parent(parent: int) -> None:
-    """In a validation worker: exit when the server dies, even by ``kill -9``."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _decode(raw: msgspec.Raw | bytes) -> Any:
-    try:
-        return _decode_json(raw)
-    except UnicodeDecodeError:
-        raise Rejected("the event is not valid UTF-8; encode JSON as UTF-8", field="$", code="invalid_encoding") from None
-    except msgspec.DecodeError as error:
-        raise Rejected(f"the event is not valid JSON: {error}", field="$", code="invalid_json") from None
-
-
-def _reject_row(received_ms: int, source: str, error: Rejected, index: int, payload: bytes) -> dict[str, Any]:
-    return {
-        "received_at": received_ms,
-        "source": source,
-        "error": error.code,
-        "detail": error.detail,
-        "field": error.field,
-        "position": index,
-        "payload": payload.decode("utf-8", "replace"),
-    }
 

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from opencdp.ingest import records
+from opencdp.ingest.decode import decode
 from opencdp.ingest.wal import WriteAheadLog
 from opencdp.storage.base import Backend, LoadBatch, LoadResult
 
@@ -71,7 +71,7 @@ class Loader:
         # Read at least one record, then up to the budget.
         for end, payload in self.wal.read(self.position, max_bytes=budget):
             batch_records.append((end, payload))
-        event_table, line_table, quarantine = records.decode(batch_records)
+        event_table, line_table, quarantine = decode(batch_records)
         since = dt.datetime.now(dt.UTC) - self.dedupe_window if self.dedupe_window else None
         batch = LoadBatch(event_table, line_table, quarantine, since)
         result = self.backend.load(batch, (CHECKPOINT, end))

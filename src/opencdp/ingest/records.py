@@ -3,99 +3,23 @@
 A record is one kind byte and newline-delimited JSON: ``E`` + one normalised
 events row per line (with its ``_lines``), or ``Q`` + one quarantine row per line.
 JSON lines let the loader parse a whole batch of records with Arrow's C++ JSON
-reader, without building a Python object per value, so loading competes little
-with the request handlers for the interpreter.
+reader (``opencdp.ingest.decode``), without building a Python object per value,
+so loading competes little with the request handlers for the interpreter.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pj
 
-from opencdp.storage.schema import EVENTS, ORDER_LINES, QUARANTINE, Table
-
+# Light on purpose (msgspec only): validation worker processes import it.
 EVENTS_KIND = b"E"
 REJECTS_KIND = b"Q"
 _encode = msgspec.json.Encoder().encode
-_TIMESTAMP = pa.timestamp("ms", tz="UTC")
-# Order-line columns copied from the parent event.
-_FROM_EVENT = ("message_id", "order_id", "timestamp", "user_id", "anonymous_id", "event", "channel", "store_id", "currency")
-_LINE_OWN = [f for f in ORDER_LINES.arrow_schema if f.name not in _FROM_EVENT]
 
 
 def encode(kind: bytes, rows: Sequence[dict[str, Any]]) -> bytes:
     """A record of ``rows`` (JSON strings escape newlines, so one row is one line)."""
     return kind + b"\n".join(map(_encode, rows))
-
-
-def _wire_schema(table: Table, extra: Sequence[pa.Field] = ()) -> pa.Schema:
-    """The table's schema as written in records: timestamps are epoch milliseconds."""
-    fields = [pa.field(f.name, pa.int64()) if f.type == _TIMESTAMP else f.with_nullable(True) for f in table.arrow_schema]
-    return pa.schema([*fields, *extra])
-
-
-_EVENTS_WIRE = _wire_schema(
-    EVENTS,
-    [pa.field("_lines", pa.list_(pa.struct([f.with_nullable(True) for f in _LINE_OWN])))],
-).remove(EVENTS.arrow_schema.get_field_index("lsn"))
-_REJECTS_WIRE = _wire_schema(QUARANTINE)
-
-
-def _parse(chunks: list[bytes], schema: pa.Schema) -> pa.Table:
-    options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-    block = max(1 << 20, sum(len(c) for c in chunks) + 1)  # one block: no row is split
-    return pj.read_json(io.BytesIO(b"\n".join(chunks)), read_options=pj.ReadOptions(block_size=block), parse_options=options)
-
-
-def _conform(parsed: pa.Table, table: Table, extra: dict[str, pa.Array]) -> pa.Table:
-    columns = []
-    for field in table.arrow_schema:
-        column = extra[field.name] if field.name in extra else parsed.column(field.name)
-        columns.append(column.cast(field.type) if column.type != field.type else column)
-    return pa.Table.from_arrays(columns, schema=table.arrow_schema)
-
-
-def decode(records: Iterable[tuple[int, bytes]]) -> tuple[pa.Table, pa.Table, pa.Table | None]:
-    """Events (with ``lsn`` = the end of their record), order lines and rejects of records."""
-    event_chunks: list[bytes] = []
-    ends: list[int] = []
-    counts: list[int] = []
-    reject_chunks: list[bytes] = []
-    for end, payload in records:
-        kind, body = payload[:1], payload[1:]
-        if kind == EVENTS_KIND:
-            event_chunks.append(body)
-            ends.append(end)
-            counts.append(body.count(b"\n") + 1)
-        elif kind == REJECTS_KIND:
-            reject_chunks.append(body)
-        else:
-            raise ValueError(f"unknown write-ahead log record kind {kind!r}")
-    if event_chunks:
-        parsed = _parse(event_chunks, _EVENTS_WIRE)
-        lsn = pa.array(np.repeat(np.asarray(ends, dtype=np.int64), counts))
-        events = _conform(parsed, EVENTS, {"lsn": lsn})
-        lines = _order_lines(parsed, events)
-    else:
-        events, lines = EVENTS.empty(), ORDER_LINES.empty()
-    quarantine = _conform(_parse(reject_chunks, _REJECTS_WIRE), QUARANTINE, {}) if reject_chunks else None
-    return events, lines, quarantine
-
-
-def _order_lines(parsed: pa.Table, events: pa.Table) -> pa.Table:
-    nested = parsed.column("_lines").combine_chunks()
-    flat = pc.list_flatten(nested)
-    if len(flat) == 0:
-        return ORDER_LINES.empty()
-    parents = pc.list_parent_indices(nested)
-    owners = events.select(list(_FROM_EVENT)).take(parents)
-    extra = {name: owners.column(name) for name in _FROM_EVENT}
-    extra.update({field.name: flat.field(field.name) for field in _LINE_OWN})
-    return _conform(pa.table({}), ORDER_LINES, extra)

@@ -1,0 +1,127 @@
+"""Validate one request's messages into write-ahead log records.
+
+Light on purpose (msgspec and the normaliser only): the server runs it in worker
+processes for large batches, so that validation does not hold the server's
+interpreter lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from opencdp.ingest import records
+from opencdp.ingest.segment import Envelope, Rejected, normalize
+
+_decode_json = msgspec.json.Decoder().decode
+
+
+@dataclass
+class Rejection:
+    index: int
+    error: str
+    detail: str
+    field: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"index": self.index, "error": self.error, "detail": self.detail}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+@dataclass
+class Validated:
+    """What validation makes of one request: write-ahead log records and the rejections."""
+
+    accepted: int
+    rejected: list[Rejection]
+    events_record: bytes | None
+    rejects_record: bytes | None
+
+
+def validate(
+    messages: Sequence[msgspec.Raw | bytes], envelope: Envelope, max_event_bytes: int, context: dict[str, Any] | None
+) -> Validated:
+    """Validate each message on its own; a bad one never affects its neighbours.
+
+    A plain function of picklable arguments, so it can run in a worker process.
+    """
+    accepted: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(messages):
+        try:
+            if len(raw) > max_event_bytes:
+                raise Rejected(
+                    f"event is {len(raw)} bytes; the limit is {max_event_bytes} bytes (32 KB) per event",
+                    field="$",
+                    code="event_too_large",
+                )
+            message = _decode(raw)
+            if context and isinstance(message, dict):
+                message.setdefault("context", context)  # batch-level context, as Segment's batch API
+            accepted.append(normalize(message, envelope))
+        except Rejected as error:
+            rejected.append(Rejection(index, error.code, error.detail, error.field))
+            rejects.append(_reject_row(envelope.received_at_ms, envelope.source, error, index, bytes(raw)))
+    return Validated(
+        len(accepted),
+        rejected,
+        records.encode(records.EVENTS_KIND, accepted) if accepted else None,
+        records.encode(records.REJECTS_KIND, rejects) if rejects else None,
+    )
+
+
+def exit_with_parent(server: int) -> None:
+    """In a validation worker: exit once the server is gone, even after ``kill -9``.
+
+    Workers are forked by the pool's fork server; when the server dies, the first
+    worker to notice stops the fork server too, so nothing is left behind.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(server, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass  # alive, owned by another user (pid reused): keep watching
+        parent = os.getppid()
+        if parent not in (1, server):
+            with contextlib.suppress(OSError):
+                os.kill(parent, signal.SIGTERM)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _decode(raw: msgspec.Raw | bytes) -> Any:
+    try:
+        return _decode_json(raw)
+    except UnicodeDecodeError:
+        raise Rejected("the event is not valid UTF-8; encode JSON as UTF-8", field="$", code="invalid_encoding") from None
+    except msgspec.DecodeError as error:
+        raise Rejected(f"the event is not valid JSON: {error}", field="$", code="invalid_json") from None
+
+
+def _reject_row(received_ms: int, source: str, error: Rejected, index: int, payload: bytes) -> dict[str, Any]:
+    return {
+        "received_at": received_ms,
+        "source": source,
+        "error": error.code,
+        "detail": error.detail,
+        "field": error.field,
+        "position": index,
+        "payload": payload.decode("utf-8", "replace"),
+    }
