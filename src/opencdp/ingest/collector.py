@@ -100,7 +100,7 @@ class Collector:
             sent_at=sent_at,
         )
 
-    def submit(
+    async def submit(
         self,
         messages: Sequence[msgspec.Raw | bytes],
         *,
@@ -109,35 +109,22 @@ class Collector:
         sent_at: Any = None,
         context: dict[str, Any] | None = None,
     ) -> Submission:
-        """Validate and durably log one request's messages, in this thread."""
-        self.check_capacity()
-        envelope = self._envelope(source, default_type, sent_at)
-        return self._log(validate(messages, envelope, self.settings.max_event_bytes, context))
+        """Validate one request's messages and append them to the write-ahead log.
 
-    async def submit_async(
-        self,
-        messages: Sequence[msgspec.Raw | bytes],
-        *,
-        source: str,
-        default_type: str | None = None,
-        sent_at: Any = None,
-        context: dict[str, Any] | None = None,
-    ) -> Submission:
-        """As ``submit``, validating batches in a worker process when ``ingest_processes`` > 0.
-
-        Validation is most of the CPU an event costs; in worker processes it runs
-        beside the event loop instead of holding the interpreter lock. Small requests
-        stay in this thread: a round trip to a worker costs more than they do.
+        Batches are validated in a worker process when ``ingest_processes`` > 0:
+        validation is most of the CPU an event costs, and there it runs beside the
+        event loop instead of holding the interpreter lock. Small requests stay in
+        this thread, where they cost less than a round trip to a worker.
         """
-        if self._pool is None or len(messages) < _POOL_MIN_MESSAGES:
-            return self.submit(messages, source=source, default_type=default_type, sent_at=sent_at, context=context)
         self.check_capacity()
         envelope = self._envelope(source, default_type, sent_at)
-        payload = [bytes(m) for m in messages]
-        loop = asyncio.get_running_loop()
-        validated = await loop.run_in_executor(
-            self._pool, validate, payload, envelope, self.settings.max_event_bytes, context
-        )
+        limit = self.settings.max_event_bytes
+        if self._pool is None or len(messages) < _POOL_MIN_MESSAGES:
+            validated = validate(messages, envelope, limit, context)
+        else:
+            payload = [bytes(m) for m in messages]
+            loop = asyncio.get_running_loop()
+            validated = await loop.run_in_executor(self._pool, validate, payload, envelope, limit, context)
         return self._log(validated)
 
     def _log(self, validated: Validated) -> Submission:

@@ -104,7 +104,7 @@ def _single(kind: str) -> Any:
         except BodyError as error:
             return await _unreadable(request, error, body)
         source = _source(request, key)
-        submission = await _collector(request).submit_async([body], source=source, default_type=kind)
+        submission = await _collector(request).submit([body], source=source, default_type=kind)
         return await _answer(submission, single=True)
 
     handler.__name__ = kind
@@ -157,7 +157,7 @@ async def batch(request: Request) -> Response:
     except BodyError as error:
         return await _unreadable(request, error, body)
     source = _source(request, parsed.writeKey)
-    submission = await _collector(request).submit_async(
+    submission = await _collector(request).submit(
         parsed.batch, source=source, sent_at=parsed.sentAt, context=parsed.context
     )
     return await _answer(submission, single=False)
