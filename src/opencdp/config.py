@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="Worker processes that validate tracking requests beside the server's event loop "
-        "(0: validate in the server process). When not set, `opencdp serve` uses 1 on a machine with 2+ cores.",
+        "(0: validate in the server process). When not set, `opencdp serve` uses 2 on a machine with 2+ cores.",
     )
     max_pending_bytes: int = Field(
         64 * 1024 * 1024, description="Bytes waiting for the write-ahead log before the API answers 429."
