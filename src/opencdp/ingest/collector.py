@@ -2,8 +2,8 @@
 
 ``Collector.submit`` takes the raw messages of one request, validates each on its
 own (a bad message never affects its neighbours), and appends the accepted rows
-and the rejects to the write-ahead log as one record. The returned future
-completes when that record is on disk, which is when the API answers 200.
+and the rejects to the write-ahead log (a record each). The returned future
+completes when they are on disk, which is when the API answers 200.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from opencdp.errors import TransientError
 from opencdp.ingest import records
 from opencdp.ingest.loader import Loader
 from opencdp.ingest.segment import Envelope
-from opencdp.ingest.validation import Rejection, Validated, exit_with_parent, validate
+from opencdp.ingest.validation import Rejection, Validated, exit_with_parent, reject_row, validate
 from opencdp.ingest.wal import WriteAheadLog
 from opencdp.storage.base import Backend
 
@@ -138,15 +138,7 @@ class Collector:
 
     def reject(self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None) -> Future[int]:
         """Quarantine a request that could not be read at all (bad JSON, gzip, encoding)."""
-        row = {
-            "received_at": int(time.time() * 1000),
-            "source": source,
-            "error": error,
-            "detail": detail,
-            "field": field,
-            "position": None,
-            "payload": payload[:65536].decode("utf-8", "replace"),
-        }
+        row = reject_row(int(time.time() * 1000), source, error, detail, field, None, payload)
         return self.wal.append(records.encode(records.REJECTS_KIND, [row]))
 
     def flush(self) -> None:

@@ -11,12 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from opencdp.ingest.records import EVENTS_KIND, REJECTS_KIND
-from opencdp.storage.schema import EVENTS, ORDER_LINES, QUARANTINE, Table
+from opencdp.storage.schema import EVENTS, ORDER_LINE_EVENT_COLUMNS, ORDER_LINES, QUARANTINE, Table
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
-# Order-line columns copied from the parent event.
-_FROM_EVENT = ("message_id", "order_id", "timestamp", "user_id", "anonymous_id", "event", "channel", "store_id", "currency")
-_LINE_OWN = [f for f in ORDER_LINES.arrow_schema if f.name not in _FROM_EVENT]
+_LINE_OWN = [f for f in ORDER_LINES.arrow_schema if f.name not in ORDER_LINE_EVENT_COLUMNS]
 
 
 def _wire_schema(table: Table, extra: Sequence[pa.Field] = ()) -> pa.Schema:
@@ -79,7 +77,7 @@ def _order_lines(parsed: pa.Table, events: pa.Table) -> pa.Table:
     if len(flat) == 0:
         return ORDER_LINES.empty()
     parents = pc.list_parent_indices(nested)
-    owners = events.select(list(_FROM_EVENT)).take(parents)
-    extra = {name: owners.column(name) for name in _FROM_EVENT}
+    owners = events.select(list(ORDER_LINE_EVENT_COLUMNS)).take(parents)
+    extra = {name: owners.column(name) for name in ORDER_LINE_EVENT_COLUMNS}
     extra.update({field.name: flat.field(field.name) for field in _LINE_OWN})
     return _conform(pa.table({}), ORDER_LINES, extra)

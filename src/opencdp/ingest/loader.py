@@ -93,9 +93,6 @@ class Loader:
         self._thread = threading.Thread(target=self._run, name="loader", daemon=True)
         self._thread.start()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def _run(self) -> None:
         while not self._stop.is_set():
             try:

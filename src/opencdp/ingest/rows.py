@@ -8,10 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from opencdp.storage.schema import EVENTS, ORDER_LINES, QUARANTINE, Table
-
-# Order-line columns copied from the parent event.
-_FROM_EVENT = ("message_id", "order_id", "timestamp", "user_id", "anonymous_id", "event", "channel", "store_id", "currency")
+from opencdp.storage.schema import EVENTS, ORDER_LINE_EVENT_COLUMNS, ORDER_LINES, QUARANTINE, Table
 
 
 def to_arrow(table: Table, rows: Sequence[dict[str, Any]]) -> pa.Table:
@@ -37,7 +34,7 @@ def events_and_lines(rows: Sequence[dict[str, Any]]) -> tuple[pa.Table, pa.Table
     for row in rows:
         for line in row.get("_lines") or ():
             merged = dict(line)
-            for name in _FROM_EVENT:
+            for name in ORDER_LINE_EVENT_COLUMNS:
                 merged[name] = row[name]
             lines.append(merged)
     return to_arrow(EVENTS, rows), to_arrow(ORDER_LINES, lines)

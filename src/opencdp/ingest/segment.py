@@ -20,7 +20,6 @@ import msgspec
 from opencdp.errors import TerminalError
 
 TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
-_ID_FIELDS = ("userId", "anonymousId")
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _MAX_ID_LENGTH = 512
 # What every store can hold: 0001-01-01 .. 9999-12-31 (ISO strings cannot leave it; numbers can).

@@ -72,7 +72,9 @@ def validate(
             accepted.append(normalize(message, envelope))
         except Rejected as error:
             rejected.append(Rejection(index, error.code, error.detail, error.field))
-            rejects.append(_reject_row(envelope.received_at_ms, envelope.source, error, index, bytes(raw)))
+            rejects.append(
+                reject_row(envelope.received_at_ms, envelope.source, error.code, error.detail, error.field, index, bytes(raw))
+            )
     return Validated(
         len(accepted),
         rejected,
@@ -115,13 +117,16 @@ def _decode(raw: msgspec.Raw | bytes) -> Any:
         raise Rejected(f"the event is not valid JSON: {error}", field="$", code="invalid_json") from None
 
 
-def _reject_row(received_ms: int, source: str, error: Rejected, index: int, payload: bytes) -> dict[str, Any]:
+def reject_row(
+    received_ms: int, source: str, error: str, detail: str, field: str | None, position: int | None, payload: bytes
+) -> dict[str, Any]:
+    """A ``quarantine`` row: the input as received (first 64 KB) with the reason."""
     return {
         "received_at": received_ms,
         "source": source,
-        "error": error.code,
-        "detail": error.detail,
-        "field": error.field,
-        "position": index,
-        "payload": payload.decode("utf-8", "replace"),
+        "error": error,
+        "detail": detail,
+        "field": field,
+        "position": position,
+        "payload": payload[:65536].decode("utf-8", "replace"),
     }

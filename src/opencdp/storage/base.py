@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,8 +168,4 @@ class Backend(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def ids_literal(values: Sequence[str]) -> exp.Tuple:
-    """A tuple of string literals, escaped by sqlglot."""
-    return exp.Tuple(expressions=[exp.Literal.string(v) for v in values])
 

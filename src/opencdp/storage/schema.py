@@ -141,6 +141,11 @@ ORDER_LINES = Table(
     partition_by_month="timestamp",
 )
 
+# Order-line columns that come from the order event rather than from the product.
+ORDER_LINE_EVENT_COLUMNS = (
+    "message_id", "order_id", "timestamp", "user_id", "anonymous_id", "event", "channel", "store_id", "currency",
+)
+
 PRODUCTS = Table(
     "products",
     (
