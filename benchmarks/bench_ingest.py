@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--drain-timeout", type=float, default=180.0, help="longest wait for the loader to catch up")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="server setting, e.g. ingest_processes=0")
     args = parser.parse_args()
     install_uvloop()
 
@@ -120,7 +121,8 @@ def main() -> None:
     runs: list[Run] = []
     lag_at_end = drained_in = loaded = None
     with work_dir("opencdp-bench-ingest-") as root:
-        server = start_opencdp(root / "data")
+        settings = dict(item.split("=", 1) for item in args.set)
+        server = start_opencdp(root / "data", env={f"OPENCDP_{k.upper()}": v for k, v in settings.items()})
         try:
             runs.append(_load(server, args))
             status = server.ingest_status()

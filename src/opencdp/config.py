@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     wal_segment_bytes: int = Field(64 * 1024 * 1024, description="Size at which the write-ahead log starts a new file.")
     loader_batch_events: int = Field(50_000, description="Most events the loader moves into the store in one transaction.")
     loader_interval_s: float = Field(0.2, description="How often the loader looks for new write-ahead log entries (seconds).")
+    loader_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU priority of loading below request handling (a nice increment; 0: the same priority). The "
+        "loader and the store's native worker threads run at it, so a burst of events is acknowledged first and "
+        "loaded with the spare CPU; `max_lag_bytes` bounds how far the store may fall behind. Linux only.",
+    )
     dedupe_window_days: int = Field(
         7,
         ge=0,

@@ -8,13 +8,10 @@ completes when they are on disk, which is when the API answers 200.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import multiprocessing
-import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +22,12 @@ from opencdp.errors import TransientError
 from opencdp.ingest import records
 from opencdp.ingest.loader import Loader
 from opencdp.ingest.segment import Envelope
-from opencdp.ingest.validation import Rejection, Validated, exit_with_parent, reject_row, validate
+from opencdp.ingest.validation import Rejection, Validated, reject_row, validate
 from opencdp.ingest.wal import WriteAheadLog
+from opencdp.ingest.workers import ValidationWorkers
 from opencdp.storage.base import Backend
 
-_POOL_MIN_MESSAGES = 20
+_WORKER_MIN_MESSAGES = 20
 
 
 @dataclass
@@ -43,36 +41,32 @@ class Collector:
     def __init__(self, settings: Settings, backend: Backend, *, fsync: bool = True) -> None:
         self.settings = settings
         self.backend = backend
-        self.wal = WriteAheadLog(settings.wal_dir, segment_bytes=settings.wal_segment_bytes, fsync=fsync)
-        window = dt.timedelta(days=settings.dedupe_window_days) if settings.dedupe_window_days else None
+        self.wal = WriteAheadLog(
+            settings.wal_dir, segment_bytes=settings.wal_segment_bytes, fsync=fsync
+        )
+        window = (
+            dt.timedelta(days=settings.dedupe_window_days) if settings.dedupe_window_days else None
+        )
         self.loader = Loader(
             backend,
             self.wal,
             batch_events=settings.loader_batch_events,
             interval_s=settings.loader_interval_s,
             dedupe_window=window,
+            nice=settings.loader_nice,
         )
-        self._pool: ProcessPoolExecutor | None = None
+        self._workers: ValidationWorkers | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.loader.start()
         if self.settings.ingest_processes > 0:
-            # Not fork: this process already runs threads (log writer, loader, DuckDB).
-            # A fork server that preloads only the validation module keeps workers small
-            # (spawn would import the whole server into each).
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["opencdp.ingest.validation"])
-            self._pool = ProcessPoolExecutor(
-                self.settings.ingest_processes,
-                mp_context=context,
-                initializer=exit_with_parent,
-                initargs=(os.getpid(),),
-            )
+            self._workers = ValidationWorkers(self.settings.ingest_processes)
+            await self._workers.start()
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    async def close(self) -> None:
+        if self._workers is not None:
+            await self._workers.close()
+            self._workers = None
         self.loader.stop()
         self.wal.close()
 
@@ -119,12 +113,12 @@ class Collector:
         self.check_capacity()
         envelope = self._envelope(source, default_type, sent_at)
         limit = self.settings.max_event_bytes
-        if self._pool is None or len(messages) < _POOL_MIN_MESSAGES:
+        if self._workers is None or len(messages) < _WORKER_MIN_MESSAGES:
             validated = validate(messages, envelope, limit, context)
         else:
-            payload = [bytes(m) for m in messages]
-            loop = asyncio.get_running_loop()
-            validated = await loop.run_in_executor(self._pool, validate, payload, envelope, limit, context)
+            validated = await self._workers.validate(
+                [bytes(m) for m in messages], envelope, limit, context
+            )
         return self._log(validated)
 
     def _log(self, validated: Validated) -> Submission:
@@ -136,7 +130,9 @@ class Collector:
             durable = self.wal.append(validated.rejects_record)
         return Submission(validated.accepted, validated.rejected, durable)
 
-    def reject(self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None) -> Future[int]:
+    def reject(
+        self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None
+    ) -> Future[int]:
         """Quarantine a request that could not be read at all (bad JSON, gzip, encoding)."""
         row = reject_row(int(time.time() * 1000), source, error, detail, field, None, payload)
         return self.wal.append(records.encode(records.REJECTS_KIND, [row]))
@@ -144,5 +140,3 @@ class Collector:
     def flush(self) -> None:
         """Load everything acknowledged so far into the store (tests and CLI)."""
         self.loader.drain()
-
-

@@ -8,8 +8,11 @@ files it no longer needs. After a crash it starts again from the checkpoint;
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -40,12 +43,15 @@ class Loader:
         batch_events: int = 50_000,
         interval_s: float = 0.2,
         dedupe_window: dt.timedelta | None = None,
+        nice: int = 0,
     ) -> None:
         self.backend = backend
         self.wal = wal
         self.batch_events = batch_events
         self.interval_s = interval_s
         self.dedupe_window = dedupe_window
+        self.nice = nice
+        self._niced: set[int] = set()
         self.position = backend.get_checkpoint(CHECKPOINT)
         self.stats = LoaderStats()
         self._wake = threading.Event()
@@ -96,6 +102,7 @@ class Loader:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                self._lower_priority()
                 if self.step() is not None:
                     self.stats.last_error = None
                     continue
@@ -105,6 +112,24 @@ class Loader:
                 time.sleep(min(5.0, self.interval_s * 10))
             self._wake.wait(self.interval_s)
             self._wake.clear()
+
+    def _lower_priority(self) -> None:
+        """Run this thread and the native worker threads (store, Arrow) at ``nice``.
+
+        Request handling (the event loop, the log writer: Python threads) keeps its
+        priority. Threads the store or Arrow start later are found at the next step.
+        """
+        if not self.nice or not sys.platform.startswith("linux"):
+            return
+        python_threads = {t.native_id for t in threading.enumerate()} - {threading.get_native_id()}
+        try:
+            tasks = {int(name) for name in os.listdir("/proc/self/task")}
+        except OSError:
+            return
+        for tid in tasks - python_threads - self._niced:
+            with contextlib.suppress(OSError):  # the thread ended meanwhile
+                os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+        self._niced = tasks - python_threads
 
     def stop(self) -> None:
         self._stop.set()

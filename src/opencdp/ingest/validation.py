@@ -7,11 +7,6 @@ interpreter lock.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +14,7 @@ from typing import Any
 import msgspec
 
 from opencdp.ingest import records
+from opencdp.ingest.fastpath import normalize_json
 from opencdp.ingest.segment import Envelope, Rejected, normalize
 
 _decode_json = msgspec.json.Decoder().decode
@@ -49,7 +45,10 @@ class Validated:
 
 
 def validate(
-    messages: Sequence[msgspec.Raw | bytes], envelope: Envelope, max_event_bytes: int, context: dict[str, Any] | None
+    messages: Sequence[msgspec.Raw | bytes],
+    envelope: Envelope,
+    max_event_bytes: int,
+    context: dict[str, Any] | None,
 ) -> Validated:
     """Validate each message on its own; a bad one never affects its neighbours.
 
@@ -66,14 +65,27 @@ def validate(
                     field="$",
                     code="event_too_large",
                 )
-            message = _decode(raw)
-            if context and isinstance(message, dict):
-                message.setdefault("context", context)  # batch-level context, as Segment's batch API
-            accepted.append(normalize(message, envelope))
+            row = None if context else normalize_json(bytes(raw), envelope)
+            if row is None:
+                message = _decode(raw)
+                if context and isinstance(message, dict):
+                    message.setdefault(
+                        "context", context
+                    )  # batch-level context, as Segment's batch API
+                row = normalize(message, envelope)
+            accepted.append(row)
         except Rejected as error:
             rejected.append(Rejection(index, error.code, error.detail, error.field))
             rejects.append(
-                reject_row(envelope.received_at_ms, envelope.source, error.code, error.detail, error.field, index, bytes(raw))
+                reject_row(
+                    envelope.received_at_ms,
+                    envelope.source,
+                    error.code,
+                    error.detail,
+                    error.field,
+                    index,
+                    bytes(raw),
+                )
             )
     return Validated(
         len(accepted),
@@ -83,42 +95,27 @@ def validate(
     )
 
 
-def exit_with_parent(server: int) -> None:
-    """In a validation worker: exit once the server is gone, even after ``kill -9``.
-
-    Workers are forked by the pool's fork server; when the server dies, the first
-    worker to notice stops the fork server too, so nothing is left behind.
-    """
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(server, 0)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                pass  # alive, owned by another user (pid reused): keep watching
-        parent = os.getppid()
-        if parent not in (1, server):
-            with contextlib.suppress(OSError):
-                os.kill(parent, signal.SIGTERM)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
 def _decode(raw: msgspec.Raw | bytes) -> Any:
     try:
         return _decode_json(raw)
     except UnicodeDecodeError:
-        raise Rejected("the event is not valid UTF-8; encode JSON as UTF-8", field="$", code="invalid_encoding") from None
+        raise Rejected(
+            "the event is not valid UTF-8; encode JSON as UTF-8", field="$", code="invalid_encoding"
+        ) from None
     except msgspec.DecodeError as error:
-        raise Rejected(f"the event is not valid JSON: {error}", field="$", code="invalid_json") from None
+        raise Rejected(
+            f"the event is not valid JSON: {error}", field="$", code="invalid_json"
+        ) from None
 
 
 def reject_row(
-    received_ms: int, source: str, error: str, detail: str, field: str | None, position: int | None, payload: bytes
+    received_ms: int,
+    source: str,
+    error: str,
+    detail: str,
+    field: str | None,
+    position: int | None,
+    payload: bytes,
 ) -> dict[str, Any]:
     """A ``quarantine`` row: the input as received (first 64 KB) with the reason."""
     return {

@@ -33,11 +33,11 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         app.state.backend = store
         app.state.collector = collector
         app.state.keys = KeyRing(store)
-        collector.start()
+        await collector.start()
         try:
             yield
         finally:
-            collector.close()
+            await collector.close()
             if owns_backend:
                 store.close()
 
