@@ -41,12 +41,8 @@ class Collector:
     def __init__(self, settings: Settings, backend: Backend, *, fsync: bool = True) -> None:
         self.settings = settings
         self.backend = backend
-        self.wal = WriteAheadLog(
-            settings.wal_dir, segment_bytes=settings.wal_segment_bytes, fsync=fsync
-        )
-        window = (
-            dt.timedelta(days=settings.dedupe_window_days) if settings.dedupe_window_days else None
-        )
+        self.wal = WriteAheadLog(settings.wal_dir, segment_bytes=settings.wal_segment_bytes, fsync=fsync)
+        window = dt.timedelta(days=settings.dedupe_window_days) if settings.dedupe_window_days else None
         self.loader = Loader(
             backend,
             self.wal,
@@ -116,9 +112,7 @@ class Collector:
         if self._workers is None or len(messages) < _WORKER_MIN_MESSAGES:
             validated = validate(messages, envelope, limit, context)
         else:
-            validated = await self._workers.validate(
-                [bytes(m) for m in messages], envelope, limit, context
-            )
+            validated = await self._workers.validate([bytes(m) for m in messages], envelope, limit, context)
         return self._log(validated)
 
     def _log(self, validated: Validated) -> Submission:
@@ -130,9 +124,7 @@ class Collector:
             durable = self.wal.append(validated.rejects_record)
         return Submission(validated.accepted, validated.rejected, durable)
 
-    def reject(
-        self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None
-    ) -> Future[int]:
+    def reject(self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None) -> Future[int]:
         """Quarantine a request that could not be read at all (bad JSON, gzip, encoding)."""
         row = reject_row(int(time.time() * 1000), source, error, detail, field, None, payload)
         return self.wal.append(records.encode(records.REJECTS_KIND, [row]))
@@ -140,3 +132,5 @@ class Collector:
     def flush(self) -> None:
         """Load everything acknowledged so far into the store (tests and CLI)."""
         self.loader.drain()
+
+

@@ -53,14 +53,7 @@ LINE_PROPERTIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("discount", ("discount",), _NUMBER),
 )
 
-_APP_LIBRARIES = (
-    "analytics-ios",
-    "analytics-android",
-    "analytics-react-native",
-    "analytics-flutter",
-    "analytics-kotlin",
-    "analytics-swift",
-)
+_APP_LIBRARIES = ("analytics-ios", "analytics-android", "analytics-react-native", "analytics-flutter", "analytics-kotlin", "analytics-swift")
 _WEB_LIBRARIES = ("analytics.js", "analytics-next", "rudder-sdk-js", "analytics-js")
 
 
@@ -93,9 +86,7 @@ def to_ms(value: Any, field: str) -> int | None:
     if type(value) is str:  # the common case first
         return _parse_iso(value, field)
     if isinstance(value, bool):
-        raise Rejected(
-            f"`{field}` must be an ISO 8601 date-time string, got a boolean", field=field
-        )
+        raise Rejected(f"`{field}` must be an ISO 8601 date-time string, got a boolean", field=field)
     if isinstance(value, int | float):
         if not _finite(value):
             raise Rejected(f"`{field}` must be a finite number", field=field)
@@ -113,9 +104,7 @@ def to_ms(value: Any, field: str) -> int | None:
         stamp = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
         return int(stamp.timestamp() * 1000)
     if not isinstance(value, str):
-        raise Rejected(
-            f"`{field}` must be an ISO 8601 date-time string, got {_kind(value)}", field=field
-        )
+        raise Rejected(f"`{field}` must be an ISO 8601 date-time string, got {_kind(value)}", field=field)
     return _parse_iso(value, field)
 
 
@@ -144,13 +133,9 @@ def _finite(value: float) -> bool:
 
 
 def _kind(value: Any) -> str:
-    return {
-        dict: "an object",
-        list: "an array",
-        str: "a string",
-        bool: "a boolean",
-        type(None): "null",
-    }.get(type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
+    )
 
 
 def _identifier(message: Mapping[str, Any], field: str) -> str | None:
@@ -158,12 +143,7 @@ def _identifier(message: Mapping[str, Any], field: str) -> str | None:
     if value is None:
         return None
     if type(value) is str:  # the common case first
-        if (
-            len(value) <= _MAX_ID_LENGTH
-            and value
-            and not value[0].isspace()
-            and not value[-1].isspace()
-        ):
+        if len(value) <= _MAX_ID_LENGTH and value and not value[0].isspace() and not value[-1].isspace():
             return value
     elif isinstance(value, bool) or not isinstance(value, str | int):
         raise Rejected(f"`{field}` must be a string or a number, got {_kind(value)}", field=field)
@@ -202,11 +182,7 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _extract(
-    source: Mapping[str, Any],
-    spec: tuple[tuple[str, tuple[str, ...], str], ...],
-    row: dict[str, Any],
-) -> None:
+def _extract(source: Mapping[str, Any], spec: tuple[tuple[str, tuple[str, ...], str], ...], row: dict[str, Any]) -> None:
     for column, names, kind in spec:
         for name in names:
             if name in source:
@@ -244,14 +220,9 @@ def normalize(message: Any, envelope: Envelope) -> dict[str, Any]:
         raise Rejected(f"each event must be a JSON object, got {_kind(message)}", field="$")
     kind = message.get("type") or envelope.default_type
     if kind is None:
-        raise Rejected(
-            "`type` is required in a batch item: one of " + ", ".join(sorted(TYPES)), field="type"
-        )
+        raise Rejected("`type` is required in a batch item: one of " + ", ".join(sorted(TYPES)), field="type")
     if not isinstance(kind, str) or kind.lower() not in TYPES:
-        raise Rejected(
-            f"`type` must be one of {', '.join(sorted(TYPES))}, got {str(kind)[:40]!r}",
-            field="type",
-        )
+        raise Rejected(f"`type` must be one of {', '.join(sorted(TYPES))}, got {str(kind)[:40]!r}", field="type")
     kind = kind.lower()
     if envelope.default_type is not None and kind != envelope.default_type:
         raise Rejected(
@@ -273,29 +244,19 @@ def normalize(message: Any, envelope: Envelope) -> dict[str, Any]:
     context = objects["context"] or {}
     properties = objects["properties"] or {}
     category = message.get("category")
-    if (
-        kind in ("page", "screen")
-        and isinstance(category, str)
-        and category
-        and "category" not in properties
-    ):
+    if kind in ("page", "screen") and isinstance(category, str) and category and "category" not in properties:
         # Segment's page/screen `category`: kept in properties, as analytics.js does.
         properties = objects["properties"] = {**properties, "category": category}
     # Segment's identify and group carry traits at the top level; older SDKs nest them in context.
     traits = objects["traits"] if objects["traits"] is not None else context.get("traits")
     if traits is not None and not isinstance(traits, dict):
-        raise Rejected(
-            f"`context.traits` must be a JSON object, got {_kind(traits)}", field="context.traits"
-        )
+        raise Rejected(f"`context.traits` must be a JSON object, got {_kind(traits)}", field="context.traits")
 
     event = ""
     if kind == "track":
         raw_event = message.get("event")
         if not isinstance(raw_event, str) or not raw_event.strip():
-            raise Rejected(
-                "`event` is required for track calls: a non-empty string such as 'Order Completed'",
-                field="event",
-            )
+            raise Rejected("`event` is required for track calls: a non-empty string such as 'Order Completed'", field="event")
         event = raw_event.strip()
         if len(event) > 200:
             raise Rejected("`event` is longer than 200 characters", field="event")

@@ -45,10 +45,7 @@ class Validated:
 
 
 def validate(
-    messages: Sequence[msgspec.Raw | bytes],
-    envelope: Envelope,
-    max_event_bytes: int,
-    context: dict[str, Any] | None,
+    messages: Sequence[msgspec.Raw | bytes], envelope: Envelope, max_event_bytes: int, context: dict[str, Any] | None
 ) -> Validated:
     """Validate each message on its own; a bad one never affects its neighbours.
 
@@ -65,27 +62,17 @@ def validate(
                     field="$",
                     code="event_too_large",
                 )
-            row = None if context else normalize_json(bytes(raw), envelope)
+            row = None if context else normalize_json(bytes(raw), envelope)  # the common shape, fast
             if row is None:
                 message = _decode(raw)
                 if context and isinstance(message, dict):
-                    message.setdefault(
-                        "context", context
-                    )  # batch-level context, as Segment's batch API
+                    message.setdefault("context", context)  # batch-level context, as Segment's batch API
                 row = normalize(message, envelope)
             accepted.append(row)
         except Rejected as error:
             rejected.append(Rejection(index, error.code, error.detail, error.field))
             rejects.append(
-                reject_row(
-                    envelope.received_at_ms,
-                    envelope.source,
-                    error.code,
-                    error.detail,
-                    error.field,
-                    index,
-                    bytes(raw),
-                )
+                reject_row(envelope.received_at_ms, envelope.source, error.code, error.detail, error.field, index, bytes(raw))
             )
     return Validated(
         len(accepted),
@@ -99,23 +86,13 @@ def _decode(raw: msgspec.Raw | bytes) -> Any:
     try:
         return _decode_json(raw)
     except UnicodeDecodeError:
-        raise Rejected(
-            "the event is not valid UTF-8; encode JSON as UTF-8", field="$", code="invalid_encoding"
-        ) from None
+        raise Rejected("the event is not valid UTF-8; encode JSON as UTF-8", field="$", code="invalid_encoding") from None
     except msgspec.DecodeError as error:
-        raise Rejected(
-            f"the event is not valid JSON: {error}", field="$", code="invalid_json"
-        ) from None
+        raise Rejected(f"the event is not valid JSON: {error}", field="$", code="invalid_json") from None
 
 
 def reject_row(
-    received_ms: int,
-    source: str,
-    error: str,
-    detail: str,
-    field: str | None,
-    position: int | None,
-    payload: bytes,
+    received_ms: int, source: str, error: str, detail: str, field: str | None, position: int | None, payload: bytes
 ) -> dict[str, Any]:
     """A ``quarantine`` row: the input as received (first 64 KB) with the reason."""
     return {

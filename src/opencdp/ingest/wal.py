@@ -25,9 +25,7 @@ _SUFFIX = ".wal"
 
 
 class WriteAheadLog:
-    def __init__(
-        self, directory: str | Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True
-    ) -> None:
+    def __init__(self, directory: str | Path, *, segment_bytes: int = 64 * 1024 * 1024, fsync: bool = True) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
@@ -125,9 +123,7 @@ class WriteAheadLog:
     def _roll(self) -> None:
         os.close(self._file)
         self._file_start = self._durable_lsn
-        self._file = os.open(
-            self._path(self._file_start), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-        )
+        self._file = os.open(self._path(self._file_start), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         _fsync_dir(self.directory)
 
     # -- reading ---------------------------------------------------------------

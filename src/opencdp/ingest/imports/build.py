@@ -64,31 +64,15 @@ def external_id(value: str, kind: str) -> dict[str, str]:
     return {"id": value, "type": kind, "collection": "users", "encoding": "none"}
 
 
-def check_time(
-    frame: Frame, target: str, epoch_ms: pa.Array, now_ms: int, max_future_ms: int
-) -> None:
+def check_time(frame: Frame, target: str, epoch_ms: pa.Array, now_ms: int, max_future_ms: int) -> None:
     """Reject rows whose event time ``normalize`` would refuse."""
     future, ancient = out_of_range(epoch_ms, now_ms, max_future_ms)
     limit = when(now_ms + max_future_ms)
-    frame.flag(
-        future,
-        target,
-        "invalid_timestamp",
-        lambda v: (
-            f"{v!r} is in the future (after {limit}); write UTC times or set options.timezone"
-        ),
-    )
-    frame.flag(
-        ancient,
-        target,
-        "invalid_timestamp",
-        lambda v: f"{v!r} is before 1900; check the date format (options.timestamp_format)",
-    )
+    frame.flag(future, target, "invalid_timestamp", lambda v: f"{v!r} is in the future (after {limit}); write UTC times or set options.timezone")
+    frame.flag(ancient, target, "invalid_timestamp", lambda v: f"{v!r} is before 1900; check the date format (options.timestamp_format)")
 
 
 def check_id_length(frame: Frame, target: str, values: pa.Array) -> None:
     """Reject identifiers ``normalize`` would refuse as too long."""
     too_long = mask(pc.greater(pc.utf8_length(values), MAX_ID_LENGTH))
-    frame.flag(
-        too_long, target, "invalid_value", lambda _v: f"is longer than {MAX_ID_LENGTH} characters"
-    )
+    frame.flag(too_long, target, "invalid_value", lambda _v: f"is longer than {MAX_ID_LENGTH} characters")

@@ -104,29 +104,16 @@ class CatalogImporter:
         for target in ("price", "old_price"):
             parsed = numbers(frame.text(target))
             frame.flag(parsed.bad, target, "invalid_number", not_a_number)
-            frame.flag(
-                mask(pc.less(parsed.values, 0)),
-                target,
-                "invalid_number",
-                lambda v: f"{v!r} must not be negative",
-            )
+            frame.flag(mask(pc.less(parsed.values, 0)), target, "invalid_number", lambda v: f"{v!r} must not be negative")
             values[target] = parsed.values
         for target in ("stock", "consumption_days"):
             parsed = integers(frame.text(target))
-            frame.flag(
-                parsed.bad, target, "invalid_number", lambda v: f"{v!r} is not a whole number"
-            )
+            frame.flag(parsed.bad, target, "invalid_number", lambda v: f"{v!r} is not a whole number")
             values[target] = parsed.values
-        frame.flag(
-            mask(pc.less(values["consumption_days"], 0)),
-            "consumption_days",
-            "invalid_number",
-            lambda v: f"{v!r} must not be negative",
-        )
+        frame.flag(mask(pc.less(values["consumption_days"], 0)), "consumption_days", "invalid_number",
+                   lambda v: f"{v!r} must not be negative")
         updated = ctx.clock.timestamps(frame.text("updated_at"))
-        frame.flag(
-            updated.bad, "updated_at", "invalid_timestamp", lambda v: f"{v!r} {NOT_A_DATE_TIME}"
-        )
+        frame.flag(updated.bad, "updated_at", "invalid_timestamp", lambda v: f"{v!r} {NOT_A_DATE_TIME}")
         check_time(frame, "updated_at", updated.values, ctx.received_ms, ctx.max_future_ms)
 
         columns: dict[str, Any] = {name: frame.text(name) for name in _TEXT}
@@ -137,9 +124,7 @@ class CatalogImporter:
         columns["attributes"] = _attributes(frame)
         columns["updated_at"] = pc.fill_null(updated.values, ctx.received_ms)
         schema = PRODUCTS.arrow_schema
-        return pa.Table.from_arrays(
-            [pc.cast(columns[f.name], f.type) for f in schema], schema=schema
-        )
+        return pa.Table.from_arrays([pc.cast(columns[f.name], f.type) for f in schema], schema=schema)
 
     def _events(self, changes: list[_Change]) -> pa.Table:
         ctx = self.ctx
@@ -170,9 +155,7 @@ class _Stored:
     are slow to build and to run)."""
 
     def __init__(self, backend: Backend) -> None:
-        query = exp.select("product_id", "price", "stock", "updated_at").from_(
-            backend.table_ref(PRODUCTS)
-        )
+        query = exp.select("product_id", "price", "stock", "updated_at").from_(backend.table_ref(PRODUCTS))
         table = backend.select(query)
         self.table = pa.table(
             {
@@ -199,11 +182,7 @@ class _Stored:
         """Take the written rows of a batch as the new stored state."""
         if fresh.num_rows == 0:
             return
-        kept = self.table.filter(
-            pc.invert(
-                pc.is_in(self.table.column("product_id"), value_set=fresh.column("product_id"))
-            )
-        )
+        kept = self.table.filter(pc.invert(pc.is_in(self.table.column("product_id"), value_set=fresh.column("product_id"))))
         written = pa.table(
             {
                 "product_id": fresh.column("product_id"),
@@ -226,41 +205,20 @@ def _changes(compared: pa.Table) -> list[_Change]:
     fresh = _fresh(compared)
     changes: list[_Change] = []
     for field, new, old in (("price", "price", "old_price"), ("stock", "stock", "old_stock")):
-        changed = pc.and_(
-            fresh, pc.fill_null(pc.not_equal(compared.column(new), compared.column(old)), False)
-        )
+        changed = pc.and_(fresh, pc.fill_null(pc.not_equal(compared.column(new), compared.column(old)), False))
         for row in compared.filter(changed).to_pylist():
-            pid, at, old_at, before, after = (
-                row["product_id"],
-                row["at"],
-                row["old_at"],
-                row[old],
-                row[new],
-            )
+            pid, at, old_at, before, after = row["product_id"], row["at"], row["old_at"], row[old], row[new]
             if field == "price":
                 props = {"product_id": pid, "old_price": before, "price": after}
-                changes.append(
-                    _change(pid, field, before, after, at, old_at, "Product Price Changed", props)
-                )
+                changes.append(_change(pid, field, before, after, at, old_at, "Product Price Changed", props))
             else:
                 props = {"product_id": pid, "old_stock": before, "stock": after}
-                changes.append(
-                    _change(
-                        pid, field, before, after, at, old_at, _stock_event(before, after), props
-                    )
-                )
+                changes.append(_change(pid, field, before, after, at, old_at, _stock_event(before, after), props))
     return changes
 
 
 def _change(
-    pid: str,
-    field: str,
-    old: float,
-    new: float,
-    at: int,
-    old_at: int,
-    event: str,
-    props: dict[str, Any],
+    pid: str, field: str, old: float, new: float, at: int, old_at: int, event: str, props: dict[str, Any]
 ) -> _Change:
     # The stored version is part of the id: the same change made again later is a new event.
     message_id = content_id("imp:catalog:", [pid, field, old, new, old_at, at])
@@ -279,9 +237,7 @@ def _change_rows(changes: list[_Change]) -> pa.Table:
     return pa.Table.from_pydict(
         {
             "product_id": [c.product_id for c in changes],
-            "changed_at": pa.array([c.at_ms for c in changes], pa.int64()).cast(
-                pa.timestamp("ms", tz="UTC")
-            ),
+            "changed_at": pa.array([c.at_ms for c in changes], pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
             "field": [c.field for c in changes],
             "old_value": [c.old for c in changes],
             "new_value": [c.new for c in changes],
@@ -318,3 +274,4 @@ def _epoch_ms(values: pa.ChunkedArray | pa.Array) -> pa.Array:
         values = pc.cast(values, pa.timestamp("ms", tz=kind.tz))
         return pc.cast(values, pa.int64())
     return values
+

@@ -54,9 +54,7 @@ class Context:
 
     def write_now(self, events: pa.Table) -> LoadResult:
         """Load events at once, for callers that act on which ones were new."""
-        return self.writer.load_now(
-            LoadBatch(events, ORDER_LINES.empty(), self.sink.take_quarantine())
-        )
+        return self.writer.load_now(LoadBatch(events, ORDER_LINES.empty(), self.sink.take_quarantine()))
 
     def flush(self) -> None:
         """Hand rejects that no event batch has carried yet to the writer."""

@@ -38,9 +38,7 @@ _decode = msgspec.json.Decoder().decode
 class EventsImporter:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.envelope = Envelope(
-            received_at_ms=ctx.received_ms, source=ctx.source, max_future_ms=ctx.max_future_ms
-        )
+        self.envelope = Envelope(received_at_ms=ctx.received_ms, source=ctx.source, max_future_ms=ctx.max_future_ms)
 
     def process(self, chunk: Chunk) -> None:
         ctx = self.ctx
@@ -85,11 +83,7 @@ class EventsImporter:
         if message.get("messageId") in (None, ""):
             message["messageId"] = content_id("imp:events:", message)
         sent = message.get("sentAt")
-        if (
-            sent is not None
-            and message.get("timestamp") is not None
-            and message.get("originalTimestamp") is not None
-        ):
+        if sent is not None and message.get("timestamp") is not None and message.get("originalTimestamp") is not None:
             # normalize() would re-time the event to the moment of import (clock-skew
             # correction against receipt); an import keeps the recorded timestamp.
             message = {k: v for k, v in message.items() if k != "sentAt"}
@@ -120,7 +114,4 @@ def _object(text: str, column: str) -> Any:
     try:
         return _decode(text)
     except msgspec.DecodeError as error:
-        raise Rejected(
-            f'column `{column}` is not valid JSON ({error}); write a JSON object such as {{"plan": "pro"}}',
-            field=column,
-        ) from None
+        raise Rejected(f"column `{column}` is not valid JSON ({error}); write a JSON object such as {{\"plan\": \"pro\"}}", field=column) from None

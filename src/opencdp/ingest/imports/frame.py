@@ -80,9 +80,7 @@ class Frame:
             self._problems[int(index)] = Problem(error, field, detail)
         self._bad |= fresh
 
-    def flag_rows(
-        self, rows: Mask, error: str, field: str | None, detail: Callable[[int], str]
-    ) -> None:
+    def flag_rows(self, rows: Mask, error: str, field: str | None, detail: Callable[[int], str]) -> None:
         """Reject rows with a message that is not about one column's value."""
         fresh = rows & ~self._bad
         for index in np.flatnonzero(fresh):
@@ -91,9 +89,7 @@ class Frame:
 
     def missing(self, target: str, why: str) -> None:
         """Reject rows where a required value is empty."""
-        absent = ~np.asarray(
-            self.text(target).is_valid().to_numpy(zero_copy_only=False), dtype=bool
-        )
+        absent = ~np.asarray(self.text(target).is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         self.flag(absent, target, "missing_value", lambda _value: f"is empty; {why}")
 
     @property

@@ -43,12 +43,7 @@ def obj(members: list[tuple[str, pa.Array]], *, empty_as_null: bool = False) -> 
         for i, (key, value) in enumerate(zip(keys, values, strict=True)):
             parts += [("{" if i == 0 else ",") + key, value]
         return pc.binary_join_element_wise(*parts, "}", "")
-    inner = join_present(
-        [
-            pc.binary_join_element_wise(key, value, "")
-            for key, value in zip(keys, values, strict=True)
-        ]
-    )
+    inner = join_present([pc.binary_join_element_wise(key, value, "") for key, value in zip(keys, values, strict=True)])
     text = pc.binary_join_element_wise("{", inner, "}", "")
     return pc.if_else(pc.equal(inner, ""), _EMPTY, text) if empty_as_null else text
 
@@ -60,15 +55,11 @@ def join_present(parts: list[pa.Array]) -> pa.Array:
     (pyarrow 26), so each part carries its comma and the first one is cut off.
     """
     prefixed = [pc.binary_join_element_wise(",", part, "") for part in parts]
-    joined = pc.binary_join_element_wise(
-        *prefixed, "", null_handling="replace", null_replacement=""
-    )
+    joined = pc.binary_join_element_wise(*prefixed, "", null_handling="replace", null_replacement="")
     return pc.utf8_slice_codeunits(joined, 1)
 
 
-def array_of(
-    items: pa.Array, starts: npt.NDArray[np.int64], *, empty_as_null: bool = False
-) -> pa.Array:
+def array_of(items: pa.Array, starts: npt.NDArray[np.int64], *, empty_as_null: bool = False) -> pa.Array:
     """``[...]`` per group: rows ``starts[k]`` up to the next start form group ``k``; nulls skipped."""
     items = _array(items)
     bounds = np.append(starts, len(items))

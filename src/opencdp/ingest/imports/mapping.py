@@ -78,9 +78,7 @@ class Mapping:
             )
         kind = data.get("kind")
         if kind is not None and kind not in SPECS:
-            raise MappingError(
-                f"{origin}: kind {kind!r} is not one of {', '.join(SPECS)}", field="kind"
-            )
+            raise MappingError(f"{origin}: kind {kind!r} is not one of {', '.join(SPECS)}", field="kind")
         columns = _string_table(data.get("columns"), f"{origin} [columns]", scalars=False)
         defaults = _string_table(data.get("defaults"), f"{origin} [defaults]", scalars=True)
         mapping = cls(columns, defaults, _options(data.get("options"), origin), kind)
@@ -91,9 +89,7 @@ class Mapping:
         """The mapping as ``from_dict`` reads it (e.g. to send it as the HTTP ``mapping`` parameter)."""
         body: dict[str, Any] = {"columns": dict(self.columns), "defaults": dict(self.defaults)}
         options = {f.name: getattr(self.options, f.name) for f in fields(Options)}
-        body["options"] = {
-            k: v for k, v in options.items() if v is not None and v != getattr(Options(), k)
-        }
+        body["options"] = {k: v for k, v in options.items() if v is not None and v != getattr(Options(), k)}
         if self.kind is not None:
             body["kind"] = self.kind
         return body
@@ -108,9 +104,7 @@ class Mapping:
                 if spec is not None:
                     listing = f"valid targets for {spec.kind}: {', '.join(spec.targets)}"
                 else:
-                    listing = "valid targets: " + "; ".join(
-                        f"{s.kind}: {', '.join(s.targets)}" for s in specs
-                    )
+                    listing = "valid targets: " + "; ".join(f"{s.kind}: {', '.join(s.targets)}" for s in specs)
                 raise MappingError(
                     f"{origin} [{section}]: unknown target(s) {', '.join(unknown)}; {listing}",
                     field=unknown[0],
@@ -123,9 +117,7 @@ def load_mapping(path: Path) -> Mapping:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise MappingError(
-            f"cannot read the mapping file {path}: {error.strerror or error}"
-        ) from None
+        raise MappingError(f"cannot read the mapping file {path}: {error.strerror or error}") from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
@@ -177,10 +169,7 @@ def _options(value: Any, origin: str) -> Options:
     if delimiter is not None:
         delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
         if len(delimiter) != 1:
-            raise MappingError(
-                f'{origin} [options]: `delimiter` must be one character, e.g. ";"',
-                field="delimiter",
-            )
+            raise MappingError(f"{origin} [options]: `delimiter` must be one character, e.g. \";\"", field="delimiter")
     region = value.get("default_region")
     return Options(
         default_region=region.upper() if region else None,
@@ -241,9 +230,7 @@ def resolve(spec: Spec, mapping: Mapping, available: list[str]) -> Resolved:
             sources[target] = found
             taken.add(found)
     defaults = {t: v for t, v in mapping.defaults.items() if t in spec.targets}
-    missing = [
-        group for group in spec.required if not any(t in sources or t in defaults for t in group)
-    ]
+    missing = [group for group in spec.required if not any(t in sources or t in defaults for t in group)]
     if missing:
         wanted_text = "; ".join(" or ".join(f"`{t}`" for t in group) for group in missing)
         first = missing[0][0]

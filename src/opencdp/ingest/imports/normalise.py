@@ -50,14 +50,7 @@ _GENDERS = {
     "женский": "female",
 }
 # Day-first forms (Russian and European exports); ISO 8601 is tried before these.
-_DAY_FIRST = [
-    "%d.%m.%Y %H:%M:%S",
-    "%d.%m.%Y %H:%M",
-    "%d.%m.%Y",
-    "%d/%m/%Y %H:%M:%S",
-    "%d/%m/%Y %H:%M",
-    "%d/%m/%Y",
-]
+_DAY_FIRST = ["%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y"]
 _DATE_FORMATS = ["%d.%m.%Y", "%d/%m/%Y", "%Y.%m.%d"]
 _YEAR_1900_MS = -2_208_988_800_000
 _PHONE_CACHE_LIMIT = 500_000
@@ -108,9 +101,7 @@ def numbers(values: pa.Array) -> Parsed:
     compact = pc.replace_substring_regex(values, _NUMBER_NOISE, "")
     # With both separators the comma groups thousands; alone it is the decimal mark.
     both = pc.and_(pc.match_substring(compact, ","), pc.match_substring(compact, "."))
-    dotted = pc.if_else(
-        both, pc.replace_substring(compact, ",", ""), pc.replace_substring(compact, ",", ".")
-    )
+    dotted = pc.if_else(both, pc.replace_substring(compact, ",", ""), pc.replace_substring(compact, ",", "."))
     ok = pc.match_substring_regex(dotted, _NUMBER)
     parsed = pc.cast(pc.if_else(ok, dotted, _NULL_TEXT), pa.float64())
     return Parsed(parsed, present(values) & ~mask(ok))
@@ -171,18 +162,13 @@ class PhoneBook:
     def __init__(self, region: str) -> None:
         if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
             raise MappingError(
-                f"default_region {region!r} is not a known region; use an ISO 3166 code such as RU",
-                field="default_region",
+                f"default_region {region!r} is not a known region; use an ISO 3166 code such as RU", field="default_region"
             )
         self.region = region.upper()
         self._cache: dict[str, str | None] = {}
-        example = phonenumbers.example_number_for_type(
-            self.region, phonenumbers.PhoneNumberType.MOBILE
-        )
+        example = phonenumbers.example_number_for_type(self.region, phonenumbers.PhoneNumberType.MOBILE)
         self.example = (
-            phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
-            if example
-            else "+7 912 345-67-89"
+            phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.INTERNATIONAL) if example else "+7 912 345-67-89"
         )
 
     def parse(self, values: pa.Array) -> Parsed:
@@ -206,11 +192,7 @@ class PhoneBook:
             result = None
         else:
             valid = phonenumbers.is_valid_number(number)
-            result = (
-                phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-                if valid
-                else None
-            )
+            result = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) if valid else None
         self._cache[text] = result
         return result
 
@@ -235,18 +217,15 @@ class Clock:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise MappingError(
-                f"timezone {zone!r} is not a known time zone; use an IANA name such as Europe/Moscow",
-                field="timezone",
+                f"timezone {zone!r} is not a known time zone; use an IANA name such as Europe/Moscow", field="timezone"
             ) from None
         self._con = duckdb.connect(":memory:")
         self._con.execute(f"SET TimeZone = '{zone}'")
         formats = ([options.timestamp_format] if options.timestamp_format else []) + _DAY_FIRST
         # Naive results of strptime go through text so the session zone applies to them.
         custom = "TRY_CAST(CAST(try_strptime(v, $formats) AS VARCHAR) AS TIMESTAMPTZ)"
-        parsed = (
-            f"coalesce({custom}, TRY_CAST(v AS TIMESTAMPTZ))"
-            if options.timestamp_format
-            else (f"coalesce(TRY_CAST(v AS TIMESTAMPTZ), {custom})")
+        parsed = f"coalesce({custom}, TRY_CAST(v AS TIMESTAMPTZ))" if options.timestamp_format else (
+            f"coalesce(TRY_CAST(v AS TIMESTAMPTZ), {custom})"
         )
         self._formats = formats
         self._timestamps = f"""

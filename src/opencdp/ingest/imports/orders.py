@@ -88,9 +88,7 @@ class OrdersImporter:
         check_id_length(frame, "order_id", order_id)
         frame.missing("ordered_at", "every line needs the date and time of its order")
         ordered = ctx.clock.timestamps(frame.text("ordered_at"))
-        frame.flag(
-            ordered.bad, "ordered_at", "invalid_timestamp", lambda v: f"{v!r} {NOT_A_DATE_TIME}"
-        )
+        frame.flag(ordered.bad, "ordered_at", "invalid_timestamp", lambda v: f"{v!r} {NOT_A_DATE_TIME}")
         check_time(frame, "ordered_at", ordered.values, ctx.received_ms, ctx.max_future_ms)
         frame.missing("product_id", "every line needs the product it sold")
         check_id_length(frame, "product_id", frame.text("product_id"))
@@ -102,30 +100,17 @@ class OrdersImporter:
             parsed = numbers(frame.text(target))
             frame.flag(parsed.bad, target, "invalid_number", not_a_number)
             values[target] = parsed.values
-        frame.flag(
-            mask(pc.less_equal(values["quantity"], 0)),
-            "quantity",
-            "invalid_number",
-            lambda v: f"{v!r} must be more than 0 (returns are not imported as orders)",
-        )
-        frame.flag(
-            mask(pc.less(values["price"], 0)),
-            "price",
-            "invalid_number",
-            lambda v: f"{v!r} must not be negative",
-        )
+        frame.flag(mask(pc.less_equal(values["quantity"], 0)), "quantity", "invalid_number",
+                   lambda v: f"{v!r} must be more than 0 (returns are not imported as orders)")
+        frame.flag(mask(pc.less(values["price"], 0)), "price", "invalid_number",
+                   lambda v: f"{v!r} must not be negative")
 
         customer_id = frame.text("customer_id")
         check_id_length(frame, "customer_id", customer_id)
         phone = ctx.phones.parse(frame.text("phone"))
         frame.flag(phone.bad, "phone", "invalid_phone", ctx.phones.problem)
         email = emails(frame.text("email"))
-        frame.flag(
-            email.bad,
-            "email",
-            "invalid_email",
-            lambda v: f"{v!r} is not a valid e-mail address; write it as name@example.com",
-        )
+        frame.flag(email.bad, "email", "invalid_email", lambda v: f"{v!r} is not a valid e-mail address; write it as name@example.com")
 
         columns: dict[str, pa.Array] = {
             "order_id": order_id,
@@ -163,10 +148,8 @@ class OrdersImporter:
             again,
             "order_split",
             frame.resolved.column("order_id"),
-            lambda i: (
-                f"order {order_ids[i].as_py()!r} continues here after lines of other orders; "
-                "keep the lines of one order together (sort the file by order_id)"
-            ),
+            lambda i: f"order {order_ids[i].as_py()!r} continues here after lines of other orders; "
+            "keep the lines of one order together (sort the file by order_id)",
         )
 
     # -- writing -------------------------------------------------------------------
@@ -189,9 +172,7 @@ class OrdersImporter:
         has_discount = self.ctx.resolved is not None and (
             self.ctx.resolved.has("discount") or self.ctx.resolved.has("order_discount")
         )
-        discount = pc.coalesce(
-            orders.column("order_discount"), pa.array(np.add.reduceat(line_discount, starts))
-        )
+        discount = pc.coalesce(orders.column("order_discount"), pa.array(np.add.reduceat(line_discount, starts)))
 
         user_id = orders.column("customer_id")
         anonymous = pc.coalesce(
@@ -250,10 +231,7 @@ class OrdersImporter:
         """
         resolved = self.ctx.resolved
         keys = [k for k in (*_LINE_TEXT, *_LINE_NUMBERS) if resolved is None or resolved.has(k)]
-        line_members = [
-            (k, literal(lines.column(k)) if k in _LINE_TEXT else number(lines.column(k)))
-            for k in keys
-        ]
+        line_members = [(k, literal(lines.column(k)) if k in _LINE_TEXT else number(lines.column(k))) for k in keys]
         products = array_of(obj(line_members), starts)
         order_members = [
             ("order_id", literal(orders.column("order_id"))),
@@ -269,18 +247,11 @@ class OrdersImporter:
         ]
         properties = obj(order_members)
 
-        identifiers = [
-            (name, literal(orders.column(name))) for name in ("loyalty_card", "phone", "email")
-        ]
+        identifiers = [(name, literal(orders.column(name))) for name in ("loyalty_card", "phone", "email")]
         traits = obj(identifiers, empty_as_null=True)
         external = join_present(
             [
-                pc.binary_join_element_wise(
-                    '{"id":',
-                    values,
-                    f',"type":"{name}","collection":"users","encoding":"none"}}',
-                    "",
-                )
+                pc.binary_join_element_wise('{"id":', values, f',"type":"{name}","collection":"users","encoding":"none"}}', "")
                 for name, values in identifiers
             ]
         )
@@ -301,10 +272,7 @@ class OrdersImporter:
             null_handling="replace",
             null_replacement="",
         )
-        ids = [
-            _ID_PREFIX + hashlib.sha1(text).hexdigest()
-            for text in pc.cast(content, pa.binary()).to_pylist()
-        ]
+        ids = [_ID_PREFIX + hashlib.sha1(text).hexdigest() for text in pc.cast(content, pa.binary()).to_pylist()]
         return pa.array(ids, pa.string()), properties, traits, contexts
 
 
@@ -350,9 +318,7 @@ def _order_lines(
         columns[name] = lines.column(name)
     schema = ORDER_LINES.arrow_schema
     arrays = [pc.cast(columns[f.name], f.type) for f in schema]
-    return pa.Table.from_arrays(
-        [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays], schema=schema
-    )
+    return pa.Table.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays], schema=schema)
 
 
 def _floats(table: pa.Table, name: str) -> np.ndarray:

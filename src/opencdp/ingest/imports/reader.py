@@ -82,9 +82,7 @@ def detect_format(path: Path, format: str | None) -> str:
         found = _ALIASES.get(format.strip().lower().lstrip("."))
         if found is None:
             raise UnreadableFile(
-                f"unknown format {format!r}; use one of {', '.join(FORMATS)}",
-                field="format",
-                code="unknown_format",
+                f"unknown format {format!r}; use one of {', '.join(FORMATS)}", field="format", code="unknown_format"
             )
         return found
     suffixes = [s.lower().lstrip(".") for s in path.suffixes]
@@ -110,9 +108,7 @@ class Reader:
         raise NotImplementedError
 
 
-def open_reader(
-    path: Path, fmt: str, options: Options, *, nested: bool = False, explode: bool = False
-) -> Reader:
+def open_reader(path: Path, fmt: str, options: Options, *, nested: bool = False, explode: bool = False) -> Reader:
     """A reader for ``path``; ``nested`` keeps JSON objects whole, ``explode`` splits orders' products."""
     if not path.exists():
         raise UnreadableFile(f"file not found: {path}", field="file", code="file_not_found")
@@ -133,25 +129,18 @@ class CsvReader(Reader):
         try:
             codecs.lookup(self.encoding)
         except LookupError:
-            raise UnreadableFile(
-                f"unknown encoding {self.encoding!r}; use e.g. utf-8 or cp1251", field="encoding"
-            ) from None
+            raise UnreadableFile(f"unknown encoding {self.encoding!r}; use e.g. utf-8 or cp1251", field="encoding") from None
         with _open_binary(path) as stream:
             sample = stream.read(_SAMPLE_BYTES)
         text = sample.decode(self.encoding, errors="replace").lstrip("\ufeff")
         if not text.strip():
-            raise UnreadableFile(
-                f"{path.name} is empty; expected a header line with the column names", field="file"
-            )
+            raise UnreadableFile(f"{path.name} is empty; expected a header line with the column names", field="file")
         self.delimiter = options.delimiter or _sniff_delimiter(text, path)
         header = next(csv.reader(io.StringIO(text), delimiter=self.delimiter), [])
         self.columns = header
         if len(set(header)) != len(header):
             twice = sorted({c for c in header if header.count(c) > 1})
-            raise UnreadableFile(
-                f"{path.name}: the header names column(s) {', '.join(twice)} more than once",
-                field="file",
-            )
+            raise UnreadableFile(f"{path.name}: the header names column(s) {', '.join(twice)} more than once", field="file")
         self._skips: deque[tuple[int, str]] = deque()
 
     def _invalid(self, row: Any) -> str:
@@ -162,9 +151,7 @@ class CsvReader(Reader):
         try:
             reader = pcsv.open_csv(
                 _input(self.path),
-                read_options=pcsv.ReadOptions(
-                    use_threads=False, block_size=BLOCK_BYTES, encoding=self.encoding
-                ),
+                read_options=pcsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES, encoding=self.encoding),
                 parse_options=pcsv.ParseOptions(
                     delimiter=self.delimiter,
                     newlines_in_values=True,
@@ -178,9 +165,7 @@ class CsvReader(Reader):
                 ),
             )
         except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as error:
-            raise UnreadableFile(
-                _csv_error(self.path, error, 2, self.encoding), field="file"
-            ) from None
+            raise UnreadableFile(_csv_error(self.path, error, 2, self.encoding), field="file") from None
         lines = _CsvLines(self.columns, self.delimiter)
         batches: list[pa.RecordBatch] = []
         rows = 0
@@ -190,9 +175,7 @@ class CsvReader(Reader):
             except StopIteration:
                 break
             except (pa.ArrowInvalid, UnicodeDecodeError) as error:
-                raise UnreadableFile(
-                    _csv_error(self.path, error, lines.line_after, self.encoding), field="file"
-                ) from None
+                raise UnreadableFile(_csv_error(self.path, error, lines.line_after, self.encoding), field="file") from None
             batches.append(batch)
             rows += batch.num_rows
             if rows >= BATCH_ROWS:  # blocks are small; a chunk gathers ~BATCH_ROWS rows
@@ -231,9 +214,7 @@ class _CsvLines:
         inner = np.zeros(n, dtype=np.int64)
         for column in table.columns:
             if pc.any(pc.match_substring(column, "\n")).as_py():
-                inner += np.asarray(
-                    pc.count_substring(column, "\n").to_numpy(zero_copy_only=False), dtype=np.int64
-                )
+                inner += np.asarray(pc.count_substring(column, "\n").to_numpy(zero_copy_only=False), dtype=np.int64)
         before = np.cumsum(inner) - inner  # newlines inside earlier rows of this chunk
         extra = np.zeros(n, dtype=np.int64)  # newlines inside skipped rows before each row
         problems: list[ReadProblem] = []
@@ -292,9 +273,7 @@ def _not_blank(table: pa.Table) -> npt.NDArray[np.bool_] | None:
     blank = pc.equal(pc.utf8_length(table.column(0)), 0)
     for column in table.columns[1:]:
         blank = pc.and_(blank, pc.equal(pc.utf8_length(column), 0))
-    keep: npt.NDArray[np.bool_] = np.logical_not(
-        np.asarray(blank.to_numpy(zero_copy_only=False), dtype=np.bool_)
-    )
+    keep: npt.NDArray[np.bool_] = np.logical_not(np.asarray(blank.to_numpy(zero_copy_only=False), dtype=np.bool_))
     return None if keep.all() else keep
 
 
@@ -312,7 +291,7 @@ def _csv_error(path: Path, error: Exception, line: int, encoding: str) -> str:
     if "UTF8" in text or "utf-8" in text.lower() or isinstance(error, UnicodeDecodeError):
         return (
             f"{path.name} is not valid {encoding} text after about line {line}; "
-            'set the file\'s encoding in the mapping options (e.g. encoding = "cp1251" for Excel/1C exports)'
+            "set the file's encoding in the mapping options (e.g. encoding = \"cp1251\" for Excel/1C exports)"
         )
     return f"{path.name} cannot be read as CSV after about line {line}: {text}"
 
@@ -325,9 +304,7 @@ class ParquetReader(Reader):
             # Buffered reads: a column chunk is read piecewise, not whole (row groups can be large).
             self.file = pq.ParquetFile(path, buffer_size=1 << 20)
         except (pa.ArrowInvalid, OSError) as error:
-            raise UnreadableFile(
-                f"cannot read {path.name} as Parquet: {error}", field="file"
-            ) from None
+            raise UnreadableFile(f"cannot read {path.name} as Parquet: {error}", field="file") from None
         self.columns = list(self.file.schema_arrow.names)
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -345,10 +322,7 @@ def _as_text(values: pa.Array) -> pa.Array:
     if pa.types.is_string(kind):
         return values
     if pa.types.is_nested(kind):
-        return pa.array(
-            [None if v is None else _encode_json(v).decode() for v in values.to_pylist()],
-            pa.string(),
-        )
+        return pa.array([None if v is None else _encode_json(v).decode() for v in values.to_pylist()], pa.string())
     try:
         return pc.cast(values, pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -384,11 +358,7 @@ class JsonReader(Reader):
                 positions.append(position)
             except (msgspec.DecodeError, UnicodeDecodeError) as error:
                 text = raw.decode("utf-8", "replace")[:_MAX_PAYLOAD]
-                problems.append(
-                    ReadProblem(
-                        position, "invalid_json", f"the line is not valid JSON: {error}", text
-                    )
-                )
+                problems.append(ReadProblem(position, "invalid_json", f"the line is not valid JSON: {error}", text))
             if len(records) + len(problems) >= BATCH_ROWS:
                 yield self._chunk(records, positions, problems)
                 records, positions, problems = [], [], []
@@ -404,12 +374,8 @@ class JsonReader(Reader):
                 try:
                     items = _decode_json(stream.read())
                 except (msgspec.DecodeError, UnicodeDecodeError) as error:
-                    raise UnreadableFile(
-                        f"{self.path.name} is not valid JSON: {error}", field="file"
-                    ) from None
-                for index, item in enumerate(
-                    items if isinstance(items, list) else [items], start=1
-                ):
+                    raise UnreadableFile(f"{self.path.name} is not valid JSON: {error}", field="file") from None
+                for index, item in enumerate(items if isinstance(items, list) else [items], start=1):
                     yield index, _encode_json(item)
                 return
             for number, line in enumerate(stream, start=1):
@@ -418,27 +384,16 @@ class JsonReader(Reader):
                 if line.strip():
                     yield number, line
 
-    def _chunk(
-        self, records: list[Any], positions: list[int], problems: list[ReadProblem]
-    ) -> Chunk:
+    def _chunk(self, records: list[Any], positions: list[int], problems: list[ReadProblem]) -> Chunk:
         if self.nested:
-            return Chunk(
-                np.asarray(positions, dtype=np.int64),
-                len(records) + len(problems),
-                records=records,
-                problems=problems,
-            )
+            return Chunk(np.asarray(positions, dtype=np.int64), len(records) + len(problems), records=records, problems=problems)
         unreadable = len(problems)
         rows: list[dict[str, Any]] = []
         row_positions: list[int] = []
         for record, position in zip(records, positions, strict=True):
             if not isinstance(record, dict):
                 text = _encode_json(record).decode()[:_MAX_PAYLOAD]
-                problems.append(
-                    ReadProblem(
-                        position, "invalid_json", "each line must be a JSON object {...}", text
-                    )
-                )
+                problems.append(ReadProblem(position, "invalid_json", "each line must be a JSON object {...}", text))
                 continue
             for row in _explode(record) if self.explode else (record,):
                 rows.append(row)
@@ -477,9 +432,7 @@ def _text_table(rows: list[dict[str, Any]]) -> pa.Table:
     for row in rows:
         for name in row:
             names.setdefault(name, None)
-    return pa.table(
-        {name: pa.array([_text(row.get(name)) for row in rows], pa.string()) for name in names}
-    )
+    return pa.table({name: pa.array([_text(row.get(name)) for row in rows], pa.string()) for name in names})
 
 
 def _text(value: Any) -> str | None:
@@ -503,9 +456,7 @@ def _open_binary(path: Path) -> IO[bytes]:
             return gzip.open(path, "rb")  # type: ignore[return-value]
         return path.open("rb")
     except OSError as error:
-        raise UnreadableFile(
-            f"cannot open {path}: {error.strerror or error}", field="file"
-        ) from None
+        raise UnreadableFile(f"cannot open {path}: {error.strerror or error}", field="file") from None
 
 
 def _input(path: Path) -> Any:

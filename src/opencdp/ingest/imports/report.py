@@ -82,9 +82,7 @@ class RejectSink:
             self._writer = csv.writer(self._file)
             self._writer.writerow(REJECT_COLUMNS)
             self.report.reject_file = str(self.path)
-        self._writer.writerow(
-            (line if line is not None else "", error, field or "", detail, payload)
-        )
+        self._writer.writerow((line if line is not None else "", error, field or "", detail, payload))
         self._pending.append(
             {
                 "received_at": self.received_ms,

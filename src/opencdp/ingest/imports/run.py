@@ -51,11 +51,7 @@ def import_file(
     """
     started = time.perf_counter()
     if kind not in KINDS:
-        raise TerminalError(
-            f"unknown import kind {kind!r}; use one of {', '.join(KINDS)}",
-            field="kind",
-            code="unknown_kind",
-        )
+        raise TerminalError(f"unknown import kind {kind!r}; use one of {', '.join(KINDS)}", field="kind", code="unknown_kind")
     path = Path(path)
     spec = SPECS[kind]
     mapping = mapping or Mapping()
@@ -63,9 +59,7 @@ def import_file(
         raise MappingError(f"the mapping is for {mapping.kind}, not {kind}", field="kind")
     fmt = detect_format(path, format)
     options = mapping.options
-    reader = open_reader(
-        path, fmt, options, nested=kind == "events" and fmt == "jsonl", explode=kind == "orders"
-    )
+    reader = open_reader(path, fmt, options, nested=kind == "events" and fmt == "jsonl", explode=kind == "orders")
     resolved: Resolved | None = None
     if not (kind == "events" and fmt == "jsonl"):
         resolved = resolve(spec, mapping, reader.columns)

@@ -23,9 +23,7 @@ LOAD_ROWS = 200_000
 
 
 class Writer:
-    def __init__(
-        self, backend: Backend, report: ImportReport, *, load_rows: int | None = None
-    ) -> None:
+    def __init__(self, backend: Backend, report: ImportReport, *, load_rows: int | None = None) -> None:
         self.backend = backend
         self.report = report
         self.load_rows = load_rows or LOAD_ROWS
@@ -37,16 +35,10 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def add(
-        self, events: pa.Table, lines: pa.Table | None = None, quarantine: pa.Table | None = None
-    ) -> None:
+    def add(self, events: pa.Table, lines: pa.Table | None = None, quarantine: pa.Table | None = None) -> None:
         """Queue rows for loading; they reach the store by ``drain`` at the latest."""
         self._raise()
-        for parts, table in (
-            (self._events, events),
-            (self._lines, lines),
-            (self._quarantine, quarantine),
-        ):
+        for parts, table in ((self._events, events), (self._lines, lines), (self._quarantine, quarantine)):
             if table is not None and table.num_rows:
                 parts.append(table)
                 self._rows += table.num_rows
