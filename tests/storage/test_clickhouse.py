@@ -32,6 +32,7 @@ from opencdp.storage.schema import (
     ORDER_LINES,
     PRODUCTS,
     QUARANTINE,
+    TABLES,
     Column,
     T,
     Table,
@@ -83,7 +84,7 @@ def test_ddl_of_an_append_only_table_partitions_by_month(offline: ClickHouseBack
     assert "sent_at Nullable(DateTime64(3, 'UTC'))" in sql
     assert "currency LowCardinality(Nullable(String))" in sql
     assert "revenue Nullable(Float64)" in sql
-    assert "lsn Int64)" in sql
+    assert "profile_id Nullable(String))" in sql
     assert sql.endswith(
         ") ENGINE=MergeTree PARTITION BY toYYYYMM(timestamp) ORDER BY (event, timestamp)"
     )
@@ -406,7 +407,7 @@ def test_open_backend_picks_the_engine_and_creates_the_schema(
 
     store = open_backend(settings)
     try:
-        assert _table_count(store) == 7
+        assert _table_count(store) == len(TABLES)
         store.load(LoadBatch(_events("m1"), ORDER_LINES.empty()), ("loader", 1))
         assert store.stats().rows["events"] == 1
     finally:

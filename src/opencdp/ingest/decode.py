@@ -30,10 +30,14 @@ def _wire_schema(table: Table, extra: Sequence[pa.Field] = ()) -> pa.Schema:
     return pa.schema([*fields, *extra])
 
 
-_EVENTS_WIRE = _wire_schema(
-    EVENTS,
-    [pa.field("_lines", pa.list_(pa.struct([f.with_nullable(True) for f in _LINE_OWN])))],
-).remove(EVENTS.arrow_schema.get_field_index("lsn"))
+_NOT_IN_RECORDS = ("lsn", "profile_id")  # set by the loader and the identity stage
+_EVENTS_WIRE = pa.schema(
+    [
+        f
+        for f in _wire_schema(EVENTS, [pa.field("_lines", pa.list_(pa.struct([f.with_nullable(True) for f in _LINE_OWN])))])
+        if f.name not in _NOT_IN_RECORDS
+    ]
+)
 _REJECTS_WIRE = _wire_schema(QUARANTINE)
 
 
@@ -88,7 +92,8 @@ def decode(records: Iterable[tuple[int, bytes]]) -> tuple[pa.Table, pa.Table, pa
     if event_chunks:
         parsed = _parse(event_chunks, _EVENTS_WIRE)
         lsn = pa.array(np.repeat(np.asarray(ends, dtype=np.int64), counts))
-        events = _conform(parsed, EVENTS, {"lsn": lsn})
+        unresolved = pa.nulls(len(lsn), pa.string())  # the identity stage fills it
+        events = _conform(parsed, EVENTS, {"lsn": lsn, "profile_id": unresolved})
         lines = _order_lines(parsed, events)
     else:
         events, lines = EVENTS.empty(), ORDER_LINES.empty()

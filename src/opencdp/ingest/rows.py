@@ -35,7 +35,7 @@ def events_and_lines(rows: Sequence[dict[str, Any]]) -> tuple[pa.Table, pa.Table
         for line in row.get("_lines") or ():
             merged = dict(line)
             for name in ORDER_LINE_EVENT_COLUMNS:
-                merged[name] = row[name]
+                merged[name] = row.get(name)
             lines.append(merged)
     return to_arrow(EVENTS, rows), to_arrow(ORDER_LINES, lines)
 

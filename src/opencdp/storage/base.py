@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
-from opencdp.storage.schema import CHECKPOINTS, TABLES, Table
+from opencdp.storage.schema import CHECKPOINTS, TABLES, Column, Table
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,21 @@ class Backend(ABC):
 
     # -- shared behaviour ----------------------------------------------------
     def create_schema(self) -> None:
+        """Create missing tables, and add columns a newer version declares to existing ones."""
         for table in TABLES:
             self.execute(self.create_table_sql(table))
+            present = self.column_names(table.name)
+            for column in table.columns:
+                if column.name not in present:
+                    self.execute(self.add_column_sql(table, column))
+
+    @abstractmethod
+    def column_names(self, table: str) -> set[str]:
+        """Columns a stored table has."""
+
+    @abstractmethod
+    def add_column_sql(self, table: Table, column: Column) -> str:
+        """DDL adding a (nullable or defaulted) column to an existing table."""
 
     def render(self, expression: exp.Expression) -> str:
         return expression.sql(dialect=self.capabilities.dialect)

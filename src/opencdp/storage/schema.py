@@ -108,6 +108,8 @@ EVENTS = Table(
         _c("quantity", T.FLOAT),
         _c("store_id", T.STRING),
         _c("lsn", T.INT, False, "write-ahead log position the event was loaded from (0 for imports)"),
+        _c("profile_id", T.STRING, doc="the profile identity resolution gave the event when it was loaded; "
+           "read it through profile_map, which redirects merged profiles to the survivor"),
     ),
     order_by=("event", "timestamp"),
     doc="Every event ever accepted: the source of truth from which profiles are derived.",
@@ -135,6 +137,7 @@ ORDER_LINES = Table(
         _c("quantity", T.FLOAT),
         _c("discount", T.FLOAT),
         _c("currency", T.LOW_CARD),
+        _c("profile_id", T.STRING, doc="the order event's profile_id"),
     ),
     order_by=("timestamp",),
     doc="One row per product in an order event's products[] array.",
@@ -144,6 +147,7 @@ ORDER_LINES = Table(
 # Order-line columns that come from the order event rather than from the product.
 ORDER_LINE_EVENT_COLUMNS = (
     "message_id", "order_id", "timestamp", "user_id", "anonymous_id", "event", "channel", "store_id", "currency",
+    "profile_id",
 )
 
 PRODUCTS = Table(
@@ -229,4 +233,69 @@ API_KEYS = Table(
     doc="Write keys (public, per source) and admin keys (secret, stored hashed).",
 )
 
-TABLES: tuple[Table, ...] = (EVENTS, ORDER_LINES, PRODUCTS, PRODUCT_CHANGES, QUARANTINE, CHECKPOINTS, API_KEYS)
+# -- identity ------------------------------------------------------------------
+IDENTITIES = Table(
+    "identities",
+    (
+        _c("identifier", T.STRING, False, "kind:value, e.g. email:anna@example.ru (values normalised)"),
+        _c("kind", T.LOW_CARD, False, "user_id, anonymous_id, email, phone, loyalty_card, device_token, click, external:<type>"),
+        _c("value", T.STRING, False),
+        _c("profile_id", T.STRING, False, "the profile the identifier belongs to (follow profile_map for merges)"),
+        _c("first_seen", T.TIMESTAMP, False, "event time of the first event that carried it"),
+        _c("message_id", T.STRING, False, "that first event"),
+        _c("updated_at", T.TIMESTAMP, False),
+        _c("deleted", T.BOOL, False, "erased or detached (unmerge): no longer identifies anyone"),
+    ),
+    order_by=("identifier",),
+    key=("identifier",),
+    version="updated_at",
+    doc="Identity graph: which profile each known identifier belongs to.",
+)
+
+PROFILE_MAP = Table(
+    "profile_map",
+    (
+        _c("profile_id", T.STRING, False, "a profile id events or identities may still carry"),
+        _c("canonical_id", T.STRING, False, "the profile it is now part of (itself when not merged)"),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("profile_id",),
+    key=("profile_id",),
+    version="updated_at",
+    doc="Every profile id ever issued -> the surviving profile; join events on it to read merged history.",
+)
+
+PROFILE_MERGES = Table(
+    "profile_merges",
+    (
+        _c("merged_id", T.STRING, False, "the profile that stopped existing"),
+        _c("into_id", T.STRING, False, "the surviving profile"),
+        _c("at", T.TIMESTAMP, False, "when the merge was made (wall clock)"),
+        _c("event_time", T.TIMESTAMP, doc="time of the event that caused it"),
+        _c("message_id", T.STRING, doc="the event that caused it; null for manual and probabilistic merges"),
+        _c("reason", T.LOW_CARD, False, "shared_identifier, alias, probabilistic, manual, unmerge"),
+        _c("evidence", T.JSON, doc="the identifiers (or match scores) that justified it"),
+    ),
+    order_by=("at",),
+    doc="History of merges and splits of profiles.",
+)
+
+IDENTITY_CONFLICTS = Table(
+    "identity_conflicts",
+    (
+        _c("message_id", T.STRING, False),
+        _c("event_time", T.TIMESTAMP, False),
+        _c("identifier", T.STRING, False, "the identifier dropped from the event"),
+        _c("profile_id", T.STRING, doc="the profile it belongs to"),
+        _c("other_profile_id", T.STRING, doc="the profile the rest of the event resolved to"),
+        _c("reason", T.LOW_CARD, False, "user_id_conflict, limit, blocked, invalid"),
+        _c("recorded_at", T.TIMESTAMP, False),
+    ),
+    order_by=("recorded_at",),
+    doc="Identifiers not used for matching, and why (merge protection, limits, blocked or invalid values).",
+)
+
+TABLES: tuple[Table, ...] = (
+    EVENTS, ORDER_LINES, PRODUCTS, PRODUCT_CHANGES, QUARANTINE, CHECKPOINTS, API_KEYS,
+    IDENTITIES, PROFILE_MAP, PROFILE_MERGES, IDENTITY_CONFLICTS,
+)

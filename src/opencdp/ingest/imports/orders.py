@@ -314,6 +314,7 @@ def _order_lines(
     columns: dict[str, Any] = {name: pc.take(values, owner) for name, values in from_order.items()}
     columns["line_no"] = pa.array(line_no, pa.int64())
     columns["event"] = pa.repeat(pa.scalar(EVENT), n)
+    columns["profile_id"] = pa.nulls(n, pa.string())  # the identity stage fills it
     for name in (*_LINE_TEXT, *_LINE_NUMBERS):
         columns[name] = lines.column(name)
     schema = ORDER_LINES.arrow_schema

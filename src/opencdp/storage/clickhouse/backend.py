@@ -25,7 +25,7 @@ from opencdp.storage.clickhouse.connection import (
     ClickHouseConnection,
     quote_identifier,
 )
-from opencdp.storage.schema import CHECKPOINTS, EVENTS, ORDER_LINES, QUARANTINE, T, Table
+from opencdp.storage.schema import CHECKPOINTS, EVENTS, ORDER_LINES, QUARANTINE, Column, T, Table
 
 TYPES: dict[T, str] = {
     T.STRING: "String",
@@ -149,6 +149,17 @@ class ClickHouseBackend(Backend):
             properties=properties,
         )
         return self.render(create)
+
+    def column_names(self, table: str) -> set[str]:
+        rows = self.query_arrow(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {table:String}",
+            {"table": table},
+        )
+        return set(rows.column(0).to_pylist())
+
+    def add_column_sql(self, table: Table, column: Column) -> str:
+        definition = exp.ColumnDef(this=exp.to_identifier(column.name), kind=self._to_type(column))
+        return self.render(exp.Alter(this=exp.to_table(table.name), kind="TABLE", actions=[definition]))
 
     def table_ref(self, table: Table) -> exp.Expression:
         """``t FINAL`` for current-state tables (versions collapsed at read), else ``t``.

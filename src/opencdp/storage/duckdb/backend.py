@@ -21,7 +21,7 @@ from sqlglot import exp
 from opencdp.errors import StoreLockedError
 from opencdp.storage import ddl
 from opencdp.storage.base import Backend, Capabilities, LoadBatch, LoadResult
-from opencdp.storage.schema import CHECKPOINTS, T, Table
+from opencdp.storage.schema import CHECKPOINTS, Column, T, Table
 
 TYPES: dict[T, str] = {
     T.STRING: "VARCHAR",
@@ -129,6 +129,16 @@ class DuckDBBackend(Backend):
     def create_table_sql(self, table: Table) -> str:
         create = ddl.create_table(table, self._to_type, not_null_constraints=True, primary_key=True)
         return self.render(create)
+
+    def column_names(self, table: str) -> set[str]:
+        rows = self.query_arrow(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $table", {"table": table}
+        )
+        return set(rows.column(0).to_pylist())
+
+    def add_column_sql(self, table: Table, column: Column) -> str:
+        definition = exp.ColumnDef(this=exp.to_identifier(column.name), kind=self._to_type(column))
+        return self.render(exp.Alter(this=exp.to_table(table.name), kind="TABLE", actions=[definition]))
 
     def table_ref(self, table: Table) -> exp.Expression:
         return exp.to_table(table.name)
