@@ -1,0 +1,1 @@
+"""Identity: find customer records that belong to the same person, and merge them."""

@@ -1,0 +1,336 @@
+"""The identity graph: which identifiers belong to one person, decided by flat rules.
+
+Each event is an *observation*: its identifiers, in priority order, at its event
+time. ``IdentityGraph.observe`` resolves it to a profile:
+
+- no known identifier: a new profile;
+- identifiers of one profile: attach the new ones to it (up to the per-kind limit;
+  identifiers over the limit are dropped and recorded);
+- identifiers of several profiles: merge them into the oldest, unless that would
+  put two different user ids in one profile (merge protection). Then, going from
+  the most to the least trusted identifier, each one that would bring a second
+  user id is dropped from the event and recorded as a conflict, and matching goes
+  on with the rest.
+
+The result must not depend on the order events arrive in. Without a conflict or
+a limit, attaching and merging are unions, which commute. Where a rule dropped an
+identifier, the outcome depends on what was known at that moment, so the graph is
+defined as the result of observing every event in event-time order; an event that
+arrives late into such a *contested* part of the graph makes the graph replay that
+part's observations in event-time order (``recompute``).
+
+The graph reports what changed (``Changes``) so the caller can store it with the
+events: identifier owners, merges with their cause, and conflicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from opencdp.identity.identifiers import USER_ID, Rules, kind_of
+
+Key = tuple[int, str]
+"""Observation order: (event time in epoch ms, message id)."""
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class Profile:
+    id: str
+    first: Key
+    last: Key
+    user_id: str | None = None
+    identifiers: list[str] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    observations: dict[tuple[str, ...], Key] = field(default_factory=dict)
+    """Each distinct identifier set seen, with its earliest occurrence: enough to replay."""
+    contested: bool = False
+
+
+@dataclass(frozen=True)
+class Merge:
+    merged_id: str
+    into_id: str
+    key: Key | None
+    reason: str
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    key: Key
+    identifier: str
+    profile_id: str | None
+    other_profile_id: str | None
+    reason: str  # user_id_conflict | limit
+
+
+@dataclass
+class Changes:
+    owners: dict[str, str | None] = field(default_factory=dict)
+    """identifier -> its profile now (None: it no longer identifies anyone)."""
+    redirects: dict[str, str] = field(default_factory=dict)
+    """old profile id -> the profile it is now part of."""
+    merges: list[Merge] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    first_seen: dict[str, Key] = field(default_factory=dict)
+    """identifier -> the observation that first carried it."""
+    recomputed: set[str] = field(default_factory=set)
+    """Profile ids whose events may now belong elsewhere (a replay moved identifiers)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.owners or self.redirects or self.merges or self.conflicts)
+
+
+@dataclass
+class _Decision:
+    group: list[Profile]
+    new: list[str]
+    dropped: list[tuple[str, str, Profile | None]]  # identifier, reason, its profile
+
+
+class IdentityGraph:
+    def __init__(self, rules: Rules | None = None) -> None:
+        self.rules = rules or Rules()
+        self.owner: dict[str, str] = {}
+        self.profiles: dict[str, Profile] = {}
+        self.redirect: dict[str, str] = {}
+        self._contests: dict[str, set[str]] = {}
+        self._recorded: set[tuple[Key, str, str]] = set()
+        self._dropped_unowned: dict[str, set[str]] = {}
+        self.changes = Changes()
+        self._fresh = itertools.count()
+
+    # -- queries -----------------------------------------------------------------
+    def profile_of(self, identifier: str) -> str | None:
+        return self.owner.get(identifier)
+
+    def canonical(self, profile_id: str) -> str:
+        while profile_id in self.redirect:
+            profile_id = self.redirect[profile_id]
+        return profile_id
+
+    def partition(self) -> set[frozenset[str]]:
+        """The graph itself: groups of identifiers that identify one person."""
+        return {frozenset(p.identifiers) for p in self.profiles.values()}
+
+    def take_changes(self) -> Changes:
+        changes, self.changes = self.changes, Changes()
+        return changes
+
+    # -- observing ---------------------------------------------------------------
+    def observe(self, identifiers: Sequence[str], key: Key) -> str | None:
+        """Resolve one event's identifiers (in priority order); its profile id, or None without any."""
+        if not identifiers:
+            return None
+        touched = set()
+        for identifier in identifiers:
+            if identifier in self.owner:
+                touched.add(self.profiles[self.owner[identifier]])
+            else:  # profiles that once had to drop it were shaped by its absence
+                for profile_id in self._dropped_unowned.get(identifier, ()):
+                    live = self.profiles.get(self.canonical(profile_id))
+                    if live is not None:
+                        touched.add(live)
+        late = any(key < p.last for p in touched)
+        if late:
+            decision = self._decide(identifiers)
+            if decision.dropped or any(p.contested for p in touched):
+                return self._recompute(touched, tuple(identifiers), key)
+        return self._apply(tuple(identifiers), key)
+
+    def _decide(self, identifiers: Sequence[str]) -> _Decision:
+        """Which profiles the event joins and which identifiers it must drop (no change made).
+
+        One rule covers merge protection and limits: the profile the event ends up in
+        may hold at most ``rules.limit`` identifiers of each kind (user ids: 1). Going
+        from the most trusted identifier down, one that would break it is dropped.
+        """
+        group: list[Profile] = []
+        new: list[str] = []
+        dropped: list[tuple[str, str, Profile | None]] = []
+        counts: Counter[str] = Counter()
+        for identifier in identifiers:
+            owner = self.owner.get(identifier)
+            profile = self.profiles[owner] if owner is not None else None
+            if profile is not None and profile in group:
+                continue
+            adds = profile.kinds if profile is not None else Counter({kind_of(identifier): 1})
+            over = [kind for kind, n in adds.items() if counts[kind] + n > self.rules.limits.get(kind, self.rules.default_limit)]
+            if over:
+                dropped.append((identifier, "user_id_conflict" if USER_ID in over else "limit", profile))
+                continue
+            counts.update(adds)
+            if profile is None:
+                new.append(identifier)
+            else:
+                group.append(profile)
+        return _Decision(group, new, dropped)
+
+    def _apply(self, identifiers: tuple[str, ...], key: Key) -> str | None:
+        decision = self._decide(identifiers)
+        if not decision.group and not decision.new:
+            return None  # every identifier was dropped
+        if decision.group:
+            survivor = min(decision.group, key=lambda p: (p.first, p.id))
+        else:
+            survivor = self._new_profile(key)
+        for profile in decision.group:
+            if profile is not survivor:
+                self._merge(profile, survivor, key, identifiers)
+        for identifier in decision.new:
+            self._attach(identifier, survivor, key)
+        survivor.first = min(survivor.first, key)
+        survivor.last = max(survivor.last, key)
+        known = survivor.observations.get(identifiers)
+        survivor.observations[identifiers] = key if known is None else min(known, key)
+        for identifier, reason, owner in decision.dropped:
+            if (key, identifier, reason) not in self._recorded:  # a replay restates recorded conflicts
+                self._recorded.add((key, identifier, reason))
+                self.changes.conflicts.append(Conflict(key, identifier, owner.id if owner else None, survivor.id, reason))
+            survivor.contested = True
+            if owner is None:
+                self._dropped_unowned.setdefault(identifier, set()).add(survivor.id)
+            else:
+                owner.contested = True
+                self._contests.setdefault(owner.id, set()).add(survivor.id)
+                self._contests.setdefault(survivor.id, set()).add(owner.id)
+        return survivor.id
+
+    def _new_profile(self, key: Key) -> Profile:
+        digest = hashlib.blake2b(f"{key[1]}/{next(self._fresh)}".encode(), digest_size=10).hexdigest()
+        profile = Profile(id=f"p_{digest}", first=key, last=key)
+        self.profiles[profile.id] = profile
+        return profile
+
+    def _attach(self, identifier: str, profile: Profile, key: Key) -> None:
+        self.owner[identifier] = profile.id
+        profile.identifiers.append(identifier)
+        profile.kinds[kind_of(identifier)] += 1
+        if kind_of(identifier) == USER_ID:
+            profile.user_id = identifier
+        self.changes.owners[identifier] = profile.id
+        self.changes.first_seen.setdefault(identifier, key)
+
+    def _merge(self, merged: Profile, into: Profile, key: Key | None, evidence: Iterable[str], reason: str = "shared_identifier") -> None:
+        for identifier in merged.identifiers:
+            self.owner[identifier] = into.id
+            self.changes.owners[identifier] = into.id
+        into.identifiers.extend(merged.identifiers)
+        into.kinds.update(merged.kinds)
+        into.user_id = into.user_id or merged.user_id
+        into.first, into.last = min(into.first, merged.first), max(into.last, merged.last)
+        for identifiers, seen in merged.observations.items():
+            known = into.observations.get(identifiers)
+            into.observations[identifiers] = seen if known is None else min(known, seen)
+        into.contested = into.contested or merged.contested
+        partners = self._contests.pop(merged.id, set())
+        for partner in partners:
+            links = self._contests.setdefault(partner, set())
+            links.discard(merged.id)
+            if partner != into.id:
+                links.add(into.id)
+                self._contests.setdefault(into.id, set()).add(partner)
+        del self.profiles[merged.id]
+        self.redirect[merged.id] = into.id
+        self.changes.redirects[merged.id] = into.id
+        self.changes.merges.append(Merge(merged.id, into.id, key, reason, tuple(evidence)))
+
+    # -- replay ------------------------------------------------------------------
+    def _recompute(self, touched: set[Profile], identifiers: tuple[str, ...], key: Key) -> str | None:
+        """Replay the contested part of the graph (plus this observation) in event-time order."""
+        region: dict[str, Profile] = {}
+        pending = [p.id for p in touched]
+        while pending:
+            profile_id = pending.pop()
+            if profile_id in region or profile_id not in self.profiles:
+                continue
+            region[profile_id] = self.profiles[profile_id]
+            pending.extend(self._contests.get(profile_id, ()))
+        observations: dict[tuple[str, ...], Key] = {identifiers: key}
+        previous_owner: dict[str, str] = {}
+        for profile in region.values():
+            for seen_identifiers, seen in profile.observations.items():
+                known = observations.get(seen_identifiers)
+                observations[seen_identifiers] = seen if known is None else min(known, seen)
+            for identifier in profile.identifiers:
+                previous_owner[identifier] = profile.id
+                del self.owner[identifier]
+            del self.profiles[profile.id]
+            for partner in self._contests.pop(profile.id, set()):
+                self._contests.get(partner, set()).discard(profile.id)
+        merges_before = len(self.changes.merges)
+        for seen_identifiers, seen in sorted(observations.items(), key=lambda item: item[1]):
+            self._apply(seen_identifiers, seen)
+        # The replay restates old decisions: its merges are not news. What is: where old ids went.
+        del self.changes.merges[merges_before:]
+        self._keep_old_ids(region, previous_owner)
+        for old_id in region:
+            if old_id in self.redirect:
+                evidence = tuple(i for i, pid in previous_owner.items() if pid == old_id)
+                self.changes.merges.append(Merge(old_id, self.canonical(old_id), key, "recomputed", evidence))
+        for identifier in previous_owner:
+            if identifier not in self.owner:
+                self.changes.owners[identifier] = None
+        self.changes.recomputed.update(region)
+        owner = next((self.owner[i] for i in identifiers if i in self.owner), None)
+        return owner
+
+    def _keep_old_ids(self, region: dict[str, Profile], previous_owner: dict[str, str]) -> None:
+        """Give replayed profiles the ids they had where possible; redirect the others."""
+        fresh = [p for p in self.profiles.values() if p.id not in region and any(i in previous_owner for i in p.identifiers)]
+        taken: set[str] = set()
+        for profile in sorted(fresh, key=lambda p: p.first):
+            votes = Counter(previous_owner[i] for i in profile.identifiers if i in previous_owner)
+            old = next((pid for pid, _ in votes.most_common() if pid not in taken), None)
+            if old is None:
+                continue
+            taken.add(old)
+            self._rename(profile, old)
+        for old_id in region:
+            if old_id in taken:
+                self.redirect.pop(old_id, None)
+                self.changes.redirects.pop(old_id, None)
+                continue
+            # An old profile that no longer exists: send its id where most of its identifiers went.
+            votes = Counter(self.owner[i] for i, pid in previous_owner.items() if pid == old_id and i in self.owner)
+            target = votes.most_common(1)[0][0] if votes else None
+            if target is not None:
+                self.redirect[old_id] = target
+                self.changes.redirects[old_id] = target
+        for merged, into in list(self.redirect.items()):
+            if into in region and into not in self.profiles:
+                target = self.redirect.get(into)
+                if target is not None:
+                    self.redirect[merged] = target
+                    self.changes.redirects[merged] = target
+
+    def _rename(self, profile: Profile, new_id: str) -> None:
+        old_id = profile.id
+        if old_id == new_id:
+            return
+        del self.profiles[old_id]
+        profile.id = new_id
+        self.profiles[new_id] = profile
+        for identifier in profile.identifiers:
+            self.owner[identifier] = new_id
+            self.changes.owners[identifier] = new_id
+        for partner in self._contests.pop(old_id, set()):
+            links = self._contests.setdefault(partner, set())
+            links.discard(old_id)
+            links.add(new_id)
+            self._contests.setdefault(new_id, set()).add(partner)
+        self.redirect.pop(old_id, None)
+        self.changes.redirects.pop(old_id, None)
+        for conflict_index, conflict in enumerate(self.changes.conflicts):
+            if old_id in (conflict.profile_id, conflict.other_profile_id):
+                self.changes.conflicts[conflict_index] = Conflict(
+                    conflict.key,
+                    conflict.identifier,
+                    new_id if conflict.profile_id == old_id else conflict.profile_id,
+                    new_id if conflict.other_profile_id == old_id else conflict.other_profile_id,
+                    conflict.reason,
+                )

@@ -1,0 +1,93 @@
+"""The identity graph: flat matching rules, merge protection, limits, and order independence."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from opencdp.identity.graph import IdentityGraph
+from opencdp.identity.identifiers import Rules
+
+RULES = Rules()
+
+
+def observe_all(observations: list[tuple[list[str], tuple[int, str]]], rules: Rules = RULES) -> IdentityGraph:
+    graph = IdentityGraph(rules)
+    for identifiers, key in observations:
+        graph.observe(sorted(identifiers, key=rules.rank), key)
+    return graph
+
+
+def test_new_attach_and_merge() -> None:
+    graph = IdentityGraph()
+    first = graph.observe(["anonymous_id:a1"], (1, "m1"))
+    assert graph.observe(["user_id:u1", "anonymous_id:a1"], (2, "m2")) == first  # login: same profile
+    other = graph.observe(["anonymous_id:a2"], (3, "m3"))
+    assert other != first
+    # The phone links the till purchase (a2) to the online profile: the older profile survives.
+    assert graph.observe(["phone:+79161234567", "anonymous_id:a1"], (4, "m4")) == first
+    assert graph.observe(["phone:+79161234567", "anonymous_id:a2"], (5, "m5")) == first
+    assert graph.canonical(other) == first
+    changes = graph.take_changes()
+    assert [(m.merged_id, m.into_id, m.key) for m in changes.merges] == [(other, first, (5, "m5"))]
+    assert changes.redirects == {other: first}
+    assert graph.partition() == {frozenset({"anonymous_id:a1", "user_id:u1", "phone:+79161234567", "anonymous_id:a2"})}
+
+
+def test_two_user_ids_are_never_merged_and_the_weaker_identifier_is_dropped() -> None:
+    graph = IdentityGraph()
+    anna = graph.observe(["user_id:anna", "email:shared@example.ru"], (1, "m1"))
+    boris = graph.observe(["user_id:boris", "email:shared@example.ru"], (2, "m2"))
+    assert boris != anna
+    assert graph.profile_of("email:shared@example.ru") == anna
+    conflicts = graph.take_changes().conflicts
+    assert [(c.identifier, c.reason, c.profile_id, c.other_profile_id) for c in conflicts] == [
+        ("email:shared@example.ru", "user_id_conflict", anna, boris)
+    ]
+
+
+def test_limits_drop_identifiers_over_the_limit() -> None:
+    graph = IdentityGraph(Rules(default_limit=2))
+    profile = graph.observe(["user_id:u", "email:a@x.ru"], (1, "m1"))
+    graph.observe(["user_id:u", "email:b@x.ru"], (2, "m2"))
+    assert graph.observe(["user_id:u", "email:c@x.ru"], (3, "m3")) == profile
+    assert graph.profile_of("email:c@x.ru") is None
+    assert [c.reason for c in graph.take_changes().conflicts] == ["limit"]
+
+
+USERS = [f"user_id:u{i}" for i in range(3)]
+EMAILS = [f"email:e{i}@x.ru" for i in range(4)]
+ANONYMOUS = [f"anonymous_id:a{i}" for i in range(6)]
+PHONES = ["phone:+79160000001", "phone:+79160000002"]
+identifier_sets = st.lists(st.sampled_from(USERS + EMAILS + ANONYMOUS + PHONES), min_size=1, max_size=3, unique=True)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(identifier_sets, min_size=1, max_size=14), st.randoms(use_true_random=False), st.integers(1, 5))
+def test_final_graph_does_not_depend_on_arrival_order(sets: list[list[str]], rng: random.Random, limit: int) -> None:
+    rules = Rules(default_limit=limit)
+    observations = [(identifiers, (1000 + 7 * i, f"m{i:03d}")) for i, identifiers in enumerate(sets)]
+    expected = observe_all(observations, rules).partition()
+    shuffled = observations[:]
+    rng.shuffle(shuffled)
+    assert observe_all(shuffled, rules).partition() == expected
+    assert observe_all(list(reversed(observations)), rules).partition() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(identifier_sets, min_size=1, max_size=12), st.randoms(use_true_random=False))
+def test_every_event_resolves_to_the_profile_holding_its_strongest_identifier(
+    sets: list[list[str]], rng: random.Random
+) -> None:
+    observations = [(identifiers, (i, f"m{i}")) for i, identifiers in enumerate(sets)]
+    rng.shuffle(observations)
+    graph = observe_all(observations)
+    for identifiers, _ in observations:
+        owners = {graph.profile_of(i) for i in identifiers} - {None}
+        assert owners, "every event keeps at least one identifier"
+        for profile_id in owners:
+            assert graph.canonical(profile_id) in graph.profiles
+    for profile in graph.profiles.values():
+        assert sum(1 for i in profile.identifiers if i.startswith("user_id:")) <= 1
