@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from opencdp.identity.stage import stage_for
 from opencdp.ingest.decode import decode
 from opencdp.ingest.wal import WriteAheadLog
 from opencdp.storage.base import Backend, LoadBatch, LoadResult
@@ -78,6 +79,7 @@ class Loader:
         for end, payload in self.wal.read(self.position, max_bytes=budget):
             batch_records.append((end, payload))
         event_table, line_table, quarantine = decode(batch_records)
+        event_table, line_table = stage_for(self.backend).resolve(event_table, line_table)
         since = dt.datetime.now(dt.UTC) - self.dedupe_window if self.dedupe_window else None
         batch = LoadBatch(event_table, line_table, quarantine, since)
         result = self.backend.load(batch, (CHECKPOINT, end))

@@ -10,11 +10,13 @@ another runs, which bounds memory.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 
 import pyarrow as pa
 
+from opencdp.identity.stage import stage_for
 from opencdp.ingest.imports.report import ImportReport
 from opencdp.storage.base import Backend, LoadBatch, LoadResult
 from opencdp.storage.schema import EVENTS, ORDER_LINES, QUARANTINE
@@ -98,7 +100,8 @@ class Writer:
                 self._queue.task_done()
 
     def _load(self, batch: LoadBatch) -> LoadResult:
-        result = self.backend.load(batch)
+        events, lines = stage_for(self.backend).resolve(batch.events, batch.order_lines)
+        result = self.backend.load(dataclasses.replace(batch, events=events, order_lines=lines))
         self.report.events_written += result.inserted
         self.report.duplicates += result.duplicates
         self.report.order_lines += result.order_lines

@@ -1,0 +1,245 @@
+"""The identity stage of the pipeline: give each event its profile before it is stored.
+
+The loader and the importers call ``IdentityStage.resolve(events, lines)`` on a batch
+on its way to the store. It reads each event's identifiers, resolves them in the
+identity graph, fills ``profile_id`` in events and order lines, and writes what
+the graph learned (identifier owners, profile redirects, merges, conflicts) to the
+store before the events themselves, so a crash in between is replayed safely
+(identifier owners and redirects are upserts).
+
+One stage per store (``stage_for``): the tracking loader and imports share it.
+On start it restores the graph from the ``identities``, ``profile_map`` and
+``identity_conflicts`` tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import weakref
+from dataclasses import dataclass, field
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from opencdp.identity.graph import Changes, IdentityGraph, Key, Profile
+from opencdp.identity.identifiers import USER_ID, Rules, extract, kind_of, value_of
+from opencdp.storage.base import Backend
+from opencdp.storage.schema import IDENTITIES, IDENTITY_CONFLICTS, PROFILE_MAP, PROFILE_MERGES
+
+_COLUMNS = ("message_id", "timestamp", "type", "user_id", "anonymous_id", "previous_id", "traits", "context", "properties")
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass
+class StageStats:
+    events: int = 0
+    resolved: int = 0
+    merges: int = 0
+    conflicts: int = 0
+    unusable: int = 0
+    recomputed: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class IdentityStage:
+    def __init__(self, backend: Backend, rules: Rules | None = None) -> None:
+        self.backend = backend
+        self.graph = IdentityGraph(rules)
+        self.stats = StageStats()
+        self._lock = threading.Lock()
+        self._members: dict[str, set[str]] = {}  # canonical profile -> every id redirected to it
+        self._first_seen: dict[str, Key] = {}
+        self._restore()
+
+    # -- the pipeline step -------------------------------------------------------
+    def resolve(self, events: pa.Table, lines: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Events and lines with ``profile_id`` filled; the graph's changes are written first."""
+        if events.num_rows == 0:
+            return events, lines
+        with self._lock:
+            profile_ids = self._observe(events)
+            self._write(self.graph.take_changes())
+        column = pa.array(profile_ids, pa.string())
+        events = events.set_column(events.schema.get_field_index("profile_id"), "profile_id", column)
+        if lines.num_rows:
+            owners = pc.index_in(lines.column("message_id"), value_set=events.column("message_id"))
+            lines = lines.set_column(lines.schema.get_field_index("profile_id"), "profile_id", pc.take(column, owners))
+        return events, lines
+
+    def _observe(self, events: pa.Table) -> list[str | None]:
+        columns = {name: events.column(name) for name in _COLUMNS}
+        millis = columns["timestamp"].cast(pa.int64()).to_pylist()
+        values = {name: columns[name].to_pylist() for name in _COLUMNS if name != "timestamp"}
+        rules, observe, stats = self.graph.rules, self.graph.observe, self.stats
+        message_ids = values["message_id"]
+        result: list[str | None] = [None] * len(message_ids)
+        # In event-time order: late events into contested parts of the graph are replays, avoid them.
+        for index in sorted(range(len(message_ids)), key=lambda i: (millis[i], message_ids[i])):
+            row = {name: column[index] for name, column in values.items()}
+            found = extract(row, rules)
+            key = (millis[index], message_ids[index])
+            for identifier in found.identifiers:
+                self._first_seen.setdefault(identifier, key)
+            stats.unusable += len(found.unusable)
+            profile_id = observe(found.identifiers, key)
+            result[index] = profile_id
+            stats.resolved += profile_id is not None
+        stats.events += len(result)
+        # A replay (late event in a contested part of the graph) may have moved identifiers:
+        # events of this batch resolved before it are re-read from the graph.
+        return [self.graph.canonical(p) if p is not None else None for p in result]
+
+    # -- persistence -------------------------------------------------------------
+    def _write(self, changes: Changes) -> None:
+        if not changes:
+            return
+        now = dt.datetime.now(dt.UTC)
+        self.stats.merges += len(changes.merges)
+        self.stats.conflicts += len(changes.conflicts)
+        self.stats.recomputed += len(changes.recomputed)
+        mapping: dict[str, str] = {}
+        for profile_id in set(changes.owners.values()) - {None}:
+            assert profile_id is not None
+            if profile_id not in self._members:
+                self._members[profile_id] = {profile_id}
+                mapping[profile_id] = profile_id
+        for old, new in changes.redirects.items():
+            survivor = self.graph.canonical(new)
+            moved = self._members.pop(old, {old})
+            self._members.setdefault(survivor, {survivor}).update(moved)
+            for member in moved:
+                mapping[member] = survivor
+        if changes.owners:
+            identifiers = list(changes.owners)
+            firsts = [self._first_seen.get(i, (0, "")) for i in identifiers]
+            self.backend.upsert(
+                IDENTITIES,
+                pa.table(
+                    {
+                        "identifier": identifiers,
+                        "kind": [kind_of(i) for i in identifiers],
+                        "value": [value_of(i) for i in identifiers],
+                        "profile_id": [changes.owners[i] or "" for i in identifiers],
+                        "first_seen": pa.array([f[0] for f in firsts], pa.timestamp("ms", tz="UTC")),
+                        "message_id": [f[1] for f in firsts],
+                        "updated_at": pa.array([now] * len(identifiers), pa.timestamp("ms", tz="UTC")),
+                        "deleted": [changes.owners[i] is None for i in identifiers],
+                    },
+                    schema=IDENTITIES.arrow_schema,
+                ),
+            )
+        if mapping:
+            self.backend.upsert(
+                PROFILE_MAP,
+                pa.table(
+                    {
+                        "profile_id": list(mapping),
+                        "canonical_id": list(mapping.values()),
+                        "updated_at": pa.array([now] * len(mapping), pa.timestamp("ms", tz="UTC")),
+                    },
+                    schema=PROFILE_MAP.arrow_schema,
+                ),
+            )
+        if changes.merges:
+            merges = changes.merges
+            self.backend.insert(
+                PROFILE_MERGES.name,
+                pa.table(
+                    {
+                        "merged_id": [m.merged_id for m in merges],
+                        "into_id": [self.graph.canonical(m.into_id) for m in merges],
+                        "at": pa.array([now] * len(merges), pa.timestamp("ms", tz="UTC")),
+                        "event_time": pa.array([m.key[0] if m.key else None for m in merges], pa.timestamp("ms", tz="UTC")),
+                        "message_id": [m.key[1] if m.key else None for m in merges],
+                        "reason": [m.reason for m in merges],
+                        "evidence": [_encode({"identifiers": list(m.evidence)}).decode() for m in merges],
+                    },
+                    schema=PROFILE_MERGES.arrow_schema,
+                ),
+            )
+        if changes.conflicts:
+            conflicts = changes.conflicts
+            self.backend.insert(
+                IDENTITY_CONFLICTS.name,
+                pa.table(
+                    {
+                        "message_id": [c.key[1] for c in conflicts],
+                        "event_time": pa.array([c.key[0] for c in conflicts], pa.timestamp("ms", tz="UTC")),
+                        "identifier": [c.identifier for c in conflicts],
+                        "profile_id": [c.profile_id for c in conflicts],
+                        "other_profile_id": [c.other_profile_id for c in conflicts],
+                        "reason": [c.reason for c in conflicts],
+                        "recorded_at": pa.array([now] * len(conflicts), pa.timestamp("ms", tz="UTC")),
+                    },
+                    schema=IDENTITY_CONFLICTS.arrow_schema,
+                ),
+            )
+
+    def _restore(self) -> None:
+        """Rebuild the graph from the store (identifier owners, redirects, contested profiles).
+
+        Each identifier's first event stands in for the observations that shaped its
+        profile, so a late event into a contested profile replays from these.
+        """
+        graph = self.graph
+        rows = self.backend.select(
+            exp.select("identifier", "profile_id", "first_seen", "message_id")
+            .from_(self.backend.table_ref(IDENTITIES))
+            .where(exp.column("deleted").not_())
+        )
+        if rows.num_rows:
+            millis = rows.column("first_seen").cast(pa.int64()).to_pylist()
+            for identifier, profile_id, ms, message_id in zip(
+                rows.column("identifier").to_pylist(),
+                rows.column("profile_id").to_pylist(),
+                millis,
+                rows.column("message_id").to_pylist(),
+                strict=True,
+            ):
+                key: Key = (ms, message_id)
+                profile = graph.profiles.get(profile_id)
+                if profile is None:
+                    profile = graph.profiles[profile_id] = Profile(id=profile_id, first=key, last=key)
+                graph.owner[identifier] = profile_id
+                profile.identifiers.append(identifier)
+                profile.kinds[kind_of(identifier)] += 1
+                if kind_of(identifier) == USER_ID:
+                    profile.user_id = identifier
+                profile.first, profile.last = min(profile.first, key), max(profile.last, key)
+                profile.observations[(identifier,)] = key
+                self._first_seen[identifier] = key
+        redirects = self.backend.select(
+            exp.select("profile_id", "canonical_id").from_(self.backend.table_ref(PROFILE_MAP))
+        )
+        for old, new in zip(redirects.column(0).to_pylist(), redirects.column(1).to_pylist(), strict=True):
+            self._members.setdefault(new, {new}).add(old)
+            if old != new:
+                graph.redirect[old] = new
+        contested = self.backend.select(
+            exp.select("profile_id", "other_profile_id").distinct().from_(IDENTITY_CONFLICTS.name)
+        )
+        for pair in contested.to_pylist():
+            ids = [graph.canonical(p) for p in pair.values() if p is not None]
+            for profile_id in ids:
+                if profile_id in graph.profiles:
+                    graph.profiles[profile_id].contested = True
+            if len(ids) == 2 and ids[0] != ids[1]:
+                graph._contests.setdefault(ids[0], set()).add(ids[1])
+                graph._contests.setdefault(ids[1], set()).add(ids[0])
+
+
+_stages: weakref.WeakKeyDictionary[Backend, IdentityStage] = weakref.WeakKeyDictionary()
+_stages_lock = threading.Lock()
+
+
+def stage_for(backend: Backend, rules: Rules | None = None) -> IdentityStage:
+    """The store's identity stage, shared by everything that loads events into it."""
+    with _stages_lock:
+        stage = _stages.get(backend)
+        if stage is None:
+            stage = _stages[backend] = IdentityStage(backend, rules)
+        return stage
+
