@@ -126,6 +126,14 @@ class IdentityGraph:
         """Resolve one event's identifiers (in priority order); its profile id, or None without any."""
         if not identifiers:
             return None
+        owner = self.owner.get(identifiers[0])
+        if owner is not None and all(self.owner.get(i) == owner for i in identifiers[1:]):
+            # Most events: every identifier already belongs to one profile. Nothing to decide
+            # unless the event is late into a contested profile.
+            profile = self.profiles[owner]
+            if key >= profile.last or not profile.contested:
+                self._seen(profile, tuple(identifiers), key)
+                return owner
         touched = set()
         for identifier in identifiers:
             if identifier in self.owner:
@@ -183,10 +191,7 @@ class IdentityGraph:
                 self._merge(profile, survivor, key, identifiers)
         for identifier in decision.new:
             self._attach(identifier, survivor, key)
-        survivor.first = min(survivor.first, key)
-        survivor.last = max(survivor.last, key)
-        known = survivor.observations.get(identifiers)
-        survivor.observations[identifiers] = key if known is None else min(known, key)
+        self._seen(survivor, identifiers, key)
         for identifier, reason, owner in decision.dropped:
             if (key, identifier, reason) not in self._recorded:  # a replay restates recorded conflicts
                 self._recorded.add((key, identifier, reason))
@@ -199,6 +204,16 @@ class IdentityGraph:
                 self._contests.setdefault(owner.id, set()).add(survivor.id)
                 self._contests.setdefault(survivor.id, set()).add(owner.id)
         return survivor.id
+
+    @staticmethod
+    def _seen(profile: Profile, identifiers: tuple[str, ...], key: Key) -> None:
+        if key < profile.first:
+            profile.first = key
+        if key > profile.last:
+            profile.last = key
+        known = profile.observations.get(identifiers)
+        if known is None or key < known:
+            profile.observations[identifiers] = key
 
     def _new_profile(self, key: Key) -> Profile:
         digest = hashlib.blake2b(f"{key[1]}/{next(self._fresh)}".encode(), digest_size=10).hexdigest()

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from opencdp.identity.graph import Changes, IdentityGraph, Key, Profile
-from opencdp.identity.identifiers import USER_ID, Rules, extract, kind_of, value_of
+from opencdp.identity.identifiers import CLICK_PARAMETER, USER_ID, Rules, extract, kind_of, value_of
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import IDENTITIES, IDENTITY_CONFLICTS, PROFILE_MAP, PROFILE_MERGES
 
@@ -44,6 +44,11 @@ class StageStats:
     warnings: list[str] = field(default_factory=list)
 
 
+def _may_identify(text: str | None) -> bool:
+    """Could this JSON text carry identifiers (external ids, a push token, a click token)?"""
+    return text is not None and ("externalIds" in text or "token" in text or CLICK_PARAMETER in text)
+
+
 class IdentityStage:
     def __init__(self, backend: Backend, rules: Rules | None = None) -> None:
         self.backend = backend
@@ -52,6 +57,7 @@ class IdentityStage:
         self._lock = threading.Lock()
         self._members: dict[str, set[str]] = {}  # canonical profile -> every id redirected to it
         self._first_seen: dict[str, Key] = {}
+        self._simple: dict[tuple[str | None, str | None], list[str]] = {}
         self._restore()
 
     # -- the pipeline step -------------------------------------------------------
@@ -77,14 +83,32 @@ class IdentityStage:
         message_ids = values["message_id"]
         result: list[str | None] = [None] * len(message_ids)
         # In event-time order: late events into contested parts of the graph are replays, avoid them.
+        types, users, anonymous = values["type"], values["user_id"], values["anonymous_id"]
+        traits, contexts, properties = values["traits"], values["context"], values["properties"]
+        first_seen = self._first_seen
+        simple = self._simple
         for index in sorted(range(len(message_ids)), key=lambda i: (millis[i], message_ids[i])):
-            row = {name: column[index] for name, column in values.items()}
-            found = extract(row, rules)
             key = (millis[index], message_ids[index])
-            for identifier in found.identifiers:
-                self._first_seen.setdefault(identifier, key)
-            stats.unusable += len(found.unusable)
-            profile_id = observe(found.identifiers, key)
+            context, props = contexts[index], properties[index]
+            if traits[index] is None and types[index] != "alias" and not _may_identify(context) and not _may_identify(props):
+                # Only userId / anonymousId: the same pair gives the same identifiers.
+                pair = (users[index], anonymous[index])
+                identifiers = simple.get(pair)
+                if identifiers is None:
+                    found = extract({"user_id": pair[0], "anonymous_id": pair[1]}, rules)
+                    identifiers = simple[pair] = found.identifiers
+                    stats.unusable += len(found.unusable)
+                    if len(simple) > 500_000:
+                        simple.clear()
+            else:
+                row = {name: column[index] for name, column in values.items()}
+                found = extract(row, rules)
+                identifiers = found.identifiers
+                stats.unusable += len(found.unusable)
+            for identifier in identifiers:
+                if identifier not in first_seen:
+                    first_seen[identifier] = key
+            profile_id = observe(identifiers, key)
             result[index] = profile_id
             stats.resolved += profile_id is not None
         stats.events += len(result)
