@@ -71,6 +71,27 @@ def test_keys_create_list_revoke(cli_env: Settings) -> None:
         assert KeyRing(backend).source_of(write_key) is None
 
 
+def test_keys_create_with_scopes(cli_env: Settings) -> None:
+    from opencdp.keys import KeyRing
+
+    run("init")
+    code, output = run("keys", "create", "admin", "analyst", "--scope", "pii:mask", "--scope", "read")
+    assert code == 0, output
+    assert "with scopes read, pii:mask" in output and output.strip().splitlines()[-1].startswith("ak_")
+    code, output = run("keys", "create", "admin", "ops")
+    assert code == 0 and "with scopes admin" in output
+    with open_backend(cli_env) as backend:
+        scopes = {k.name: k.scopes for k in KeyRing(backend).all()}
+    assert scopes == {"analyst": ("read", "pii:mask"), "ops": ("admin",)}
+    code, listing = run("keys", "list")
+    assert code == 0 and "scopes" in listing
+    assert "read," in next(line for line in listing.splitlines() if "analyst" in line)
+    code, output = run("keys", "create", "admin", "x", "--scope", "owner")
+    assert code == 1 and "'owner'" in output and "pii:mask" in output
+    code, output = run("keys", "create", "write", "website", "--scope", "read")
+    assert code == 1 and "scopes are for admin keys" in output
+
+
 def test_bad_input_gets_a_clear_error(cli_env: Settings) -> None:
     run("init")
     code, output = run("keys", "create", "root", "x")

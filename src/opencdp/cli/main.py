@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from opencdp.cli.local import ServerClient, remove_server_file, store_or_server, write_server_file
 from opencdp.config import Settings
@@ -267,20 +268,32 @@ def demo_load(
 def keys_create(
     kind: Annotated[str, typer.Argument(help="write (a tracking source) or admin")],
     name: Annotated[str, typer.Argument(help="Source name, e.g. website, ios-app")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="Admin keys: read, write, admin or pii:mask; repeat for several (default: admin). "
+            "admin implies write and read, write implies read, pii:mask masks personal data.",
+        ),
+    ] = None,
 ) -> None:
     """Create a key. An admin key's secret is shown only now."""
     settings = _settings()
     try:
         with store_or_server(settings) as target:
             if isinstance(target, ServerClient):
-                body = target.call("POST", "/api/v1/keys", json.dumps({"kind": kind, "name": name}).encode())
-                key_id, plain = body["key_id"], body["key"]
+                request: dict[str, Any] = {"kind": kind, "name": name}
+                if scope:
+                    request["scopes"] = scope
+                body = target.call("POST", "/api/v1/keys", json.dumps(request).encode())
+                key_id, plain, scopes = body["key_id"], body["key"], body.get("scopes")
             else:
-                key, plain = KeyRing(target).create(kind, name)  # type: ignore[arg-type]
-                key_id = key.key_id
+                key, plain = KeyRing(target).create(kind, name, scopes=scope or None)  # type: ignore[arg-type]
+                key_id, scopes = key.key_id, key.scopes
     except OpenCDPError as error:
         raise _fail(error) from None
-    console.print(f"{kind} key [bold]{key_id}[/bold] for {name!r}:")
+    granted = f" with scopes {', '.join(scopes)}" if scopes else ""
+    console.print(f"{kind} key [bold]{key_id}[/bold] for {name!r}{granted}:", highlight=False, emoji=False)
     console.print(plain, highlight=False)
 
 
@@ -295,14 +308,18 @@ def keys_list() -> None:
             else:
                 rows = [
                     {"key_id": k.key_id, "kind": k.kind, "name": k.name, "created_at": str(k.created_at),
-                     "revoked_at": str(k.revoked_at or ""), "key": k.secret if k.kind == "write" else ""}
+                     "revoked_at": str(k.revoked_at or ""), "key": k.secret if k.kind == "write" else "",
+                     "scopes": list(k.effective_scopes) if k.kind == "admin" else None}
                     for k in KeyRing(target).all()
                 ]
     except OpenCDPError as error:
         raise _fail(error) from None
-    table = Table("key id", "kind", "name", "created", "revoked", "write key")
+    table = Table("key id", "kind", "name", "scopes", "created", "revoked", "write key")
     for row in rows:
-        table.add_row(row["key_id"], row["kind"], row["name"], str(row["created_at"])[:19], str(row.get("revoked_at") or "")[:19], row.get("key") or "")
+        table.add_row(
+            row["key_id"], row["kind"], row["name"], Text(",".join(row.get("scopes") or [])),  # no :emoji: codes
+            str(row["created_at"])[:19], str(row.get("revoked_at") or "")[:19], row.get("key") or "",
+        )
     console.print(table)
 
 

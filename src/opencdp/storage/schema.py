@@ -226,6 +226,7 @@ API_KEYS = Table(
         _c("created_at", T.TIMESTAMP, False),
         _c("revoked_at", T.TIMESTAMP),
         _c("updated_at", T.TIMESTAMP, False),
+        _c("scopes", T.STRING, True, "admin keys: comma-separated read, write, admin, pii:mask; null = admin (keys made before scopes)"),
     ),
     order_by=("key_id",),
     key=("key_id",),

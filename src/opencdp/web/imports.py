@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from opencdp.errors import TerminalError
 from opencdp.ingest.imports import FORMATS, KINDS, Mapping, import_file
 from opencdp.ingest.imports.reader import detect_format
-from opencdp.web.admin import require_admin
+from opencdp.web.auth import AuthRoute, require_scope
 from opencdp.web.errors import JSONResponse
 
 DEFAULT_MAX_IMPORT_BYTES = 1024**3
@@ -30,7 +30,7 @@ DEFAULT_MAX_IMPORT_BYTES = 1024**3
 _MAPPING_SECTIONS = {"columns", "defaults", "options", "kind"}
 _UNSAFE = re.compile(r"[^\w.\-]+")
 
-router = APIRouter(prefix="/api/v1", tags=["imports"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/v1", tags=["imports"], dependencies=[Depends(require_scope("write"))], route_class=AuthRoute)
 
 
 class ImportRequestError(TerminalError):

@@ -1,0 +1,219 @@
+"""Profiles API: find a person by any identifier, read the profile and its timeline.
+
+A profile id that was merged into another still works: it answers with the
+surviving profile (``merged_ids`` lists every id it absorbed). Personal data is
+masked for keys with the ``pii:mask`` scope.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Query, Request
+from sqlglot import exp
+
+from opencdp.errors import TerminalError
+from opencdp.identity.identifiers import (
+    ANONYMOUS_ID,
+    EMAIL,
+    LOYALTY_CARD,
+    PHONE,
+    USER_ID,
+    Rules,
+    Unusable,
+    normalise,
+)
+from opencdp.privacy.mask import mask_identifier
+from opencdp.storage.base import Backend
+from opencdp.storage.schema import IDENTITIES, PROFILE_MAP
+from opencdp.web.auth import AuthRoute, Principal, require_scope
+
+router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"], route_class=AuthRoute)
+Reader = Annotated[Principal, Depends(require_scope("read"))]
+_LOOKUPS = {"email": EMAIL, "phone": PHONE, "user_id": USER_ID, "anonymous_id": ANONYMOUS_ID, "loyalty_card": LOYALTY_CARD}
+_decode = msgspec.json.Decoder().decode
+
+
+class ProfileNotFound(TerminalError):
+    status = 404
+    code = "profile_not_found"
+
+
+class BadLookup(TerminalError):
+    status = 422
+    code = "invalid_lookup"
+
+
+def _backend(request: Request) -> Backend:
+    backend: Backend = request.app.state.backend
+    return backend
+
+
+def _canonical(backend: Backend, profile_id: str) -> str | None:
+    query = (
+        exp.select("canonical_id")
+        .from_(backend.table_ref(PROFILE_MAP))
+        .where(exp.column("profile_id").eq(exp.Literal.string(profile_id)))
+    )
+    rows = backend.select(query)
+    return rows.column(0)[0].as_py() if rows.num_rows else None
+
+
+def _members(backend: Backend, canonical: str) -> list[str]:
+    query = (
+        exp.select("profile_id")
+        .from_(backend.table_ref(PROFILE_MAP))
+        .where(exp.column("canonical_id").eq(exp.Literal.string(canonical)))
+        .order_by("profile_id")
+    )
+    return [str(v) for v in backend.select(query).column(0).to_pylist()] or [canonical]
+
+
+def _identifiers(backend: Backend, canonical: str) -> list[dict[str, Any]]:
+    query = (
+        exp.select("kind", "value", "first_seen")
+        .from_(backend.table_ref(IDENTITIES))
+        .where(exp.column("profile_id").eq(exp.Literal.string(canonical)).and_(exp.column("deleted").not_()))
+        .order_by("kind", "value")
+    )
+    return backend.select(query).to_pylist()
+
+
+def _in(column: str, values: list[str]) -> exp.Expression:
+    return exp.column(column).isin(*(exp.Literal.string(v) for v in values))
+
+
+def _summary(backend: Backend, canonical: str) -> dict[str, Any]:
+    members = _members(backend, canonical)
+    activity = backend.select(
+        exp.select(
+            exp.func("count", exp.Star()).as_("events"),
+            exp.func("min", exp.column("timestamp")).as_("first_seen"),
+            exp.func("max", exp.column("timestamp")).as_("last_seen"),
+        )
+        .from_("events")
+        .where(_in("profile_id", members))
+    ).to_pylist()[0]
+    traits = _latest_traits(backend, members)
+    return {
+        "profile_id": canonical,
+        "merged_ids": [m for m in members if m != canonical],
+        "identifiers": _identifiers(backend, canonical),
+        "traits": traits,
+        **activity,
+    }
+
+
+def _latest_traits(backend: Backend, members: list[str]) -> dict[str, Any]:
+    """Each trait's latest value by event time (last write wins), with where and when it was set."""
+    rows = backend.select(
+        exp.select("traits", "timestamp", "source")
+        .from_("events")
+        .where(_in("profile_id", members).and_(exp.column("traits").is_(exp.null()).not_()))
+        .order_by(exp.column("timestamp"), exp.column("message_id"))
+    ).to_pylist()
+    traits: dict[str, Any] = {}
+    for row in rows:
+        try:
+            values = _decode(row["traits"])
+        except msgspec.DecodeError:
+            continue
+        if isinstance(values, dict):
+            for name, value in values.items():
+                traits[name] = {"value": value, "updated_at": row["timestamp"], "source": row["source"]}
+    return traits
+
+
+def _masked(principal: Principal, summary: dict[str, Any]) -> dict[str, Any]:
+    if principal.mask_pii:
+        for item in summary["identifiers"]:
+            item["value"] = mask_identifier(f"{item['kind']}:{item['value']}").partition(":")[2]
+    return principal.mask(summary)
+
+
+@router.get("", summary="Find a profile by an identifier")
+def lookup(
+    request: Request,
+    principal: Reader,
+    email: str | None = None,
+    phone: str | None = None,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    loyalty_card: str | None = None,
+) -> Any:
+    given = {name: value for name, value in locals().items() if name in _LOOKUPS and value is not None}
+    if len(given) != 1:
+        raise BadLookup(
+            "give exactly one of email, phone, user_id, anonymous_id, loyalty_card "
+            f"(got {', '.join(given) or 'none'}), e.g. /api/v1/profiles?email=anna@example.ru",
+            field=next(iter(given), "email"),
+        )
+    (name, raw), = given.items()
+    settings = request.app.state.settings
+    identifier = normalise(_LOOKUPS[name], raw, Rules(default_region=settings.default_region))
+    if identifier is None or isinstance(identifier, Unusable):
+        reason = identifier.reason if isinstance(identifier, Unusable) else "empty"
+        raise BadLookup(f"`{name}` {raw[:80]!r} is not a usable {name} ({reason}); check the value", field=name)
+    backend = _backend(request)
+    query = (
+        exp.select("profile_id")
+        .from_(backend.table_ref(IDENTITIES))
+        .where(exp.column("identifier").eq(exp.Literal.string(identifier)).and_(exp.column("deleted").not_()))
+    )
+    rows = backend.select(query)
+    if not rows.num_rows:
+        raise ProfileNotFound(f"no profile has {name} {raw[:80]!r}", field=name)
+    profile_id = str(rows.column(0)[0].as_py())
+    return _masked(principal, _summary(backend, _canonical(backend, profile_id) or profile_id))
+
+
+@router.get("/{profile_id}", summary="A profile: identifiers, traits, activity")
+def get_profile(request: Request, principal: Reader, profile_id: str) -> Any:
+    backend = _backend(request)
+    canonical = _canonical(backend, profile_id)
+    if canonical is None:
+        raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}; find one with GET /api/v1/profiles?email=...", field="profile_id")
+    return _masked(principal, _summary(backend, canonical))
+
+
+@router.get("/{profile_id}/events", summary="The profile's timeline, newest first")
+def timeline(
+    request: Request,
+    principal: Reader,
+    profile_id: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
+) -> Any:
+    backend = _backend(request)
+    canonical = _canonical(backend, profile_id)
+    if canonical is None:
+        raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}", field="profile_id")
+    condition: exp.Expr = _in("profile_id", _members(backend, canonical))
+    if before:
+        stamp, _, message_id = before.partition("|")
+        try:
+            moment = dt.datetime.fromisoformat(stamp)
+        except ValueError:
+            raise BadLookup("`before` is not a cursor from a previous page; pass its `next` value as is", field="before") from None
+        at = exp.cast(exp.Literal.string(moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]), exp.DataType.build("timestamp"))
+        earlier = exp.LT(this=exp.column("timestamp"), expression=at)
+        tie = exp.column("timestamp").eq(at).and_(exp.LT(this=exp.column("message_id"), expression=exp.Literal.string(message_id)))
+        condition = exp.and_(condition, exp.paren(exp.or_(earlier, tie)))
+    columns = ("message_id", "type", "event", "name", "timestamp", "channel", "source", "user_id", "anonymous_id", "properties", "traits")
+    rows = backend.select(
+        exp.select(*columns)
+        .from_("events")
+        .where(condition)
+        .order_by(exp.column("timestamp").desc(), exp.column("message_id").desc())
+        .limit(limit + 1)
+    ).to_pylist()
+    page, more = rows[:limit], len(rows) > limit
+    for row in page:
+        for name in ("properties", "traits"):
+            if row[name] is not None:
+                row[name] = _decode(row[name])
+    last = page[-1] if page else None
+    cursor = f"{last['timestamp'].astimezone(dt.UTC).isoformat()}|{last['message_id']}" if more and last else None
+    return principal.mask({"profile_id": canonical, "events": page, "next": cursor})
