@@ -1,0 +1,1 @@
+"""Profiles: what the store knows about each person, derived from their events."""
