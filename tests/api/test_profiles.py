@@ -79,3 +79,33 @@ def test_pii_is_masked_for_masked_keys(api: Api) -> None:
     profile = api.client.get("/api/v1/profiles", params={"user_id": "u1"}, headers={"Authorization": f"Bearer {masked}"}).json()
     text = str(profile)
     assert "anna@example.ru" not in text and "+79161234567" not in text and "Анна" not in text
+
+
+def test_a_wrong_merge_is_undone_and_stays_undone(api: Api) -> None:
+    api.post("/v1/batch", {"batch": [
+        {"type": "identify", "anonymousId": "wife", "traits": {"email": "wife@example.ru", "phone": "+79160000011"},
+         "messageId": "m1", "timestamp": "2024-05-01T10:00:00Z"},
+        {"type": "identify", "anonymousId": "husband", "traits": {"email": "husband@example.ru"},
+         "messageId": "m2", "timestamp": "2024-05-02T10:00:00Z"},
+        # The husband types his wife's phone at the till: the two profiles merge.
+        {"type": "identify", "anonymousId": "husband", "traits": {"phone": "+79160000011"},
+         "messageId": "m3", "timestamp": "2024-05-03T10:00:00Z"},
+    ]})
+    api.flush()
+    merged = api.client.get("/api/v1/profiles", params={"email": "husband@example.ru"}, headers=api.admin).json()
+    assert len(merged["merged_ids"]) == 1
+    split_id = merged["merged_ids"][0]
+    response = api.client.post(f"/api/v1/profiles/{merged['profile_id']}/unmerge", json={"merged_id": split_id}, headers=api.admin)
+    assert response.status_code == 200, response.text
+    assert set(response.json()["moved_identifiers"]) == {"anonymous_id:husband", "email:husband@example.ru"}
+    husband = api.client.get("/api/v1/profiles", params={"email": "husband@example.ru"}, headers=api.admin).json()
+    wife = api.client.get("/api/v1/profiles", params={"email": "wife@example.ru"}, headers=api.admin).json()
+    assert husband["profile_id"] == split_id != wife["profile_id"]
+    # The same shared phone again does not merge them back.
+    api.post("/v1/track", {"anonymousId": "husband", "event": "Order Completed", "messageId": "m4",
+                           "timestamp": "2024-05-04T10:00:00Z", "context": {"traits": {"phone": "+79160000011"}}})
+    api.flush()
+    again = api.client.get("/api/v1/profiles", params={"email": "husband@example.ru"}, headers=api.admin).json()
+    assert again["profile_id"] == split_id and again["merged_ids"] == []
+    bad = api.client.post(f"/api/v1/profiles/{wife['profile_id']}/unmerge", json={"merged_id": "p_nope"}, headers=api.admin)
+    assert bad.status_code == 409 and "merged_ids" in bad.json()["detail"]

@@ -57,6 +57,9 @@ class Merge:
     key: Key | None
     reason: str
     evidence: tuple[str, ...]
+    """The identifiers of the event that made the merge."""
+    absorbed: tuple[str, ...] = ()
+    """The identifiers the merged profile held: what an unmerge gives back."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,13 @@ class Changes:
     conflicts: list[Conflict] = field(default_factory=list)
     first_seen: dict[str, Key] = field(default_factory=dict)
     """identifier -> the observation that first carried it."""
+    split_ids: set[str] = field(default_factory=set)
+    """Profiles an operator split out (their id maps to themselves again)."""
     recomputed: set[str] = field(default_factory=set)
     """Profile ids whose events may now belong elsewhere (a replay moved identifiers)."""
 
     def __bool__(self) -> bool:
-        return bool(self.owners or self.redirects or self.merges or self.conflicts)
+        return bool(self.owners or self.redirects or self.merges or self.conflicts or self.split_ids)
 
 
 @dataclass
@@ -101,6 +106,8 @@ class IdentityGraph:
         self._contests: dict[str, set[str]] = {}
         self._recorded: set[tuple[Key, str, str]] = set()
         self._dropped_unowned: dict[str, set[str]] = {}
+        self.apart: list[tuple[frozenset[str], frozenset[str]]] = []
+        """Identifier sets of profiles an operator split: never merged again, whatever events say."""
         self.changes = Changes()
         self._fresh = itertools.count()
 
@@ -165,6 +172,9 @@ class IdentityGraph:
             owner = self.owner.get(identifier)
             profile = self.profiles[owner] if owner is not None else None
             if profile is not None and profile in group:
+                continue
+            if profile is not None and self.apart and any(self._kept_apart(profile, g) for g in group):
+                dropped.append((identifier, "kept_apart", profile))
                 continue
             adds = profile.kinds if profile is not None else Counter({kind_of(identifier): 1})
             over = [kind for kind, n in adds.items() if counts[kind] + n > self.rules.limits.get(kind, self.rules.default_limit)]
@@ -252,7 +262,35 @@ class IdentityGraph:
         del self.profiles[merged.id]
         self.redirect[merged.id] = into.id
         self.changes.redirects[merged.id] = into.id
-        self.changes.merges.append(Merge(merged.id, into.id, key, reason, tuple(evidence)))
+        self.changes.merges.append(Merge(merged.id, into.id, key, reason, tuple(evidence), tuple(merged.identifiers)))
+
+    def _kept_apart(self, one: Profile, other: Profile) -> bool:
+        mine, theirs = set(one.identifiers), set(other.identifiers)
+        return any((mine & a and theirs & b) or (mine & b and theirs & a) for a, b in self.apart)
+
+    # -- operator actions ----------------------------------------------------------
+    def split(self, profile_id: str, identifiers: Iterable[str], new_id: str, at: Key) -> None:
+        """Undo a wrong merge: move ``identifiers`` out of a profile into ``new_id``, kept apart for good."""
+        profile = self.profiles[profile_id]
+        moving = [i for i in profile.identifiers if i in set(identifiers)]
+        if not moving or len(moving) == len(profile.identifiers):
+            raise ValueError("a split must move some, but not all, of the profile's identifiers")
+        moved_observations = {ids: seen for ids, seen in profile.observations.items() if set(ids) & set(moving)}
+        first = min(moved_observations.values(), default=at)
+        split = Profile(id=new_id, first=first, last=max(moved_observations.values(), default=at))
+        self.profiles[new_id] = split
+        self.redirect.pop(new_id, None)
+        self.changes.redirects.pop(new_id, None)
+        for identifier in moving:
+            profile.identifiers.remove(identifier)
+            profile.kinds[kind_of(identifier)] -= 1
+            if profile.user_id == identifier:
+                profile.user_id = None
+            self._attach(identifier, split, first)
+        split.observations.update(moved_observations)
+        self.apart.append((frozenset(profile.identifiers), frozenset(moving)))
+        self.changes.merges.append(Merge(new_id, profile_id, at, "unmerge", tuple(moving)))
+        self.changes.split_ids.add(new_id)
 
     # -- replay ------------------------------------------------------------------
     def _recompute(self, touched: set[Profile], identifiers: tuple[str, ...], key: Key) -> str | None:

@@ -82,6 +82,7 @@ class IdentityStage:
         rules, observe, stats = self.graph.rules, self.graph.observe, self.stats
         message_ids = values["message_id"]
         result: list[str | None] = [None] * len(message_ids)
+        identifiers_of: list[list[str]] = [[] for _ in message_ids]
         # In event-time order: late events into contested parts of the graph are replays, avoid them.
         types, users, anonymous = values["type"], values["user_id"], values["anonymous_id"]
         traits, contexts, properties = values["traits"], values["context"], values["properties"]
@@ -109,12 +110,18 @@ class IdentityStage:
                 if identifier not in first_seen:
                     first_seen[identifier] = key
             profile_id = observe(identifiers, key)
+            identifiers_of[index] = identifiers
             result[index] = profile_id
             stats.resolved += profile_id is not None
         stats.events += len(result)
-        # A replay (late event in a contested part of the graph) may have moved identifiers:
-        # events of this batch resolved before it are re-read from the graph.
-        return [self.graph.canonical(p) if p is not None else None for p in result]
+        # Events keep the profile they resolved to (profile_map follows later merges). A replay
+        # (a late event in a contested part of the graph) may have retired an id without a
+        # redirect: such events take their identifier's current profile.
+        graph = self.graph
+        for index, profile_id in enumerate(result):
+            if profile_id is not None and profile_id not in graph.profiles and profile_id not in graph.redirect:
+                result[index] = next((graph.owner[i] for i in identifiers_of[index] if i in graph.owner), None)
+        return result
 
     # -- persistence -------------------------------------------------------------
     def _write(self, changes: Changes) -> None:
@@ -130,6 +137,11 @@ class IdentityStage:
             if profile_id not in self._members:
                 self._members[profile_id] = {profile_id}
                 mapping[profile_id] = profile_id
+        for split_id in changes.split_ids:
+            for members in self._members.values():
+                members.discard(split_id)
+            self._members[split_id] = {split_id}
+            mapping[split_id] = split_id
         for old, new in changes.redirects.items():
             survivor = self.graph.canonical(new)
             moved = self._members.pop(old, {old})
@@ -179,7 +191,9 @@ class IdentityStage:
                         "event_time": pa.array([m.key[0] if m.key else None for m in merges], pa.timestamp("ms", tz="UTC")),
                         "message_id": [m.key[1] if m.key else None for m in merges],
                         "reason": [m.reason for m in merges],
-                        "evidence": [_encode({"identifiers": list(m.evidence)}).decode() for m in merges],
+                        "evidence": [
+                            _encode({"identifiers": list(m.evidence), "absorbed": list(m.absorbed)}).decode() for m in merges
+                        ],
                     },
                     schema=PROFILE_MERGES.arrow_schema,
                 ),
@@ -201,6 +215,38 @@ class IdentityStage:
                     schema=IDENTITY_CONFLICTS.arrow_schema,
                 ),
             )
+
+    def unmerge(self, profile_id: str, merged_id: str) -> list[str]:
+        """Split ``merged_id`` back out of the profile it was merged into; the identifiers moved.
+
+        The identifiers ``merged_id`` held when it was merged go back to it; the ones that
+        linked the two stay with the survivor. The two are never merged again. Events keep
+        the profile they were loaded with (those of ``merged_id`` are its own again).
+        """
+        with self._lock:
+            canonical = self.graph.canonical(profile_id)
+            if canonical not in self.graph.profiles:
+                raise KeyError(profile_id)
+            if merged_id == canonical or self.graph.canonical(merged_id) != canonical:
+                raise ValueError(f"{merged_id} is not merged into {canonical}")
+            moving = self._absorbed(merged_id) & set(self.graph.profiles[canonical].identifiers)
+            now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            self.graph.split(canonical, moving, merged_id, (now, f"unmerge:{merged_id}"))
+            self._write(self.graph.take_changes())
+            return sorted(moving)
+
+    def _absorbed(self, merged_id: str) -> set[str]:
+        rows = self.backend.select(
+            exp.select("evidence")
+            .from_(PROFILE_MERGES.name)
+            .where(exp.column("merged_id").eq(exp.Literal.string(merged_id)))
+            .order_by(exp.column("at").desc())
+            .limit(1)
+        )
+        if not rows.num_rows:
+            return set()
+        evidence = msgspec.json.decode(rows.column(0)[0].as_py() or "{}")
+        return set(evidence.get("absorbed", ())) if isinstance(evidence, dict) else set()
 
     def _restore(self) -> None:
         """Rebuild the graph from the store (identifier owners, redirects, contested profiles).
@@ -242,6 +288,13 @@ class IdentityStage:
             self._members.setdefault(new, {new}).add(old)
             if old != new:
                 graph.redirect[old] = new
+        splits = self.backend.select(
+            exp.select("merged_id", "into_id").from_(PROFILE_MERGES.name).where(exp.column("reason").eq(exp.Literal.string("unmerge")))
+        )
+        for merged, into in zip(splits.column(0).to_pylist(), splits.column(1).to_pylist(), strict=True):
+            apart = [graph.profiles.get(graph.canonical(p)) for p in (merged, into)]
+            if apart[0] is not None and apart[1] is not None:
+                graph.apart.append((frozenset(apart[0].identifiers), frozenset(apart[1].identifiers)))
         contested = self.backend.select(
             exp.select("profile_id", "other_profile_id").distinct().from_(IDENTITY_CONFLICTS.name)
         )

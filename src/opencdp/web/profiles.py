@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 from sqlglot import exp
 
 from opencdp.errors import TerminalError
@@ -25,6 +26,7 @@ from opencdp.identity.identifiers import (
     Unusable,
     normalise,
 )
+from opencdp.identity.stage import stage_for
 from opencdp.privacy.mask import mask_identifier
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import IDENTITIES, PROFILE_MAP
@@ -32,6 +34,7 @@ from opencdp.web.auth import AuthRoute, Principal, require_scope
 
 router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"], route_class=AuthRoute)
 Reader = Annotated[Principal, Depends(require_scope("read"))]
+Writer = Annotated[Principal, Depends(require_scope("write"))]
 _LOOKUPS = {"email": EMAIL, "phone": PHONE, "user_id": USER_ID, "anonymous_id": ANONYMOUS_ID, "loyalty_card": LOYALTY_CARD}
 _decode = msgspec.json.Decoder().decode
 
@@ -217,3 +220,30 @@ def timeline(
     last = page[-1] if page else None
     cursor = f"{last['timestamp'].astimezone(dt.UTC).isoformat()}|{last['message_id']}" if more and last else None
     return principal.mask({"profile_id": canonical, "events": page, "next": cursor})
+
+
+class UnmergeIn(BaseModel):
+    merged_id: str = Field(description="a profile id that was merged into this profile (see `merged_ids`)")
+
+
+class NotMerged(TerminalError):
+    status = 409
+    code = "not_merged"
+
+
+@router.post("/{profile_id}/unmerge", summary="Split a wrongly merged profile back out")
+def unmerge(request: Request, principal: Writer, profile_id: str, body: UnmergeIn) -> Any:
+    backend = _backend(request)
+    canonical = _canonical(backend, profile_id)
+    if canonical is None:
+        raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}", field="profile_id")
+    request.app.state.collector.flush()  # every acknowledged event resolved first
+    try:
+        moved = stage_for(backend).unmerge(canonical, body.merged_id)
+    except KeyError:
+        raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}", field="profile_id") from None
+    except ValueError as error:
+        raise NotMerged(
+            f"{error}; pick one of the profile's `merged_ids` (GET /api/v1/profiles/{canonical})", field="merged_id"
+        ) from None
+    return principal.mask({"profile_id": canonical, "split_id": body.merged_id, "moved_identifiers": moved})
