@@ -1,1 +1,1 @@
-"""Identity: find customer records that belong to the same person, and merge them."""
+"""Unify: identity resolution of events into profiles (deterministic rules in the pipeline, probabilistic dedupe of records)."""
