@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -24,6 +25,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 demo_app = typer.Typer(help="The demo home-and-furniture shop.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
+identity_app = typer.Typer(help="Identity resolution: probabilistic dedupe of profiles.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
 console = Console()
 err = Console(stderr=True)
 
@@ -336,6 +339,37 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by 
     except OpenCDPError as error:
         raise _fail(error) from None
     console.print(f"revoked {key_id}")
+
+
+@identity_app.command("dedupe")
+def identity_dedupe(
+    auto_merge_at: Annotated[float, typer.Option(help="merge pairs at least this likely")] = 0.95,
+    review_at: Annotated[float, typer.Option(help="queue pairs at least this likely for review")] = 0.70,
+    apply: Annotated[bool, typer.Option("--apply/--review-only", help="merge sure pairs, or queue everything")] = True,
+) -> None:
+    """Find profiles of the same person without a shared identifier (names, birthday, city, contacts)."""
+    settings = _settings()
+    body = {"auto_merge_at": auto_merge_at, "review_at": review_at, "apply": apply}
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                report = target.call("POST", "/api/v1/identity/dedupe", json.dumps(body).encode())
+            else:
+                from opencdp.identity.dedupe import DedupeSettings
+                from opencdp.identity.review import run_dedupe
+
+                if review_at > auto_merge_at:
+                    raise _fail(OpenCDPError(f"--review-at ({review_at}) must not be above --auto-merge-at ({auto_merge_at})"))
+                with console.status("matching profiles"):
+                    result = run_dedupe(target, DedupeSettings(auto_merge_at=auto_merge_at, review_at=review_at), apply=apply)
+                report = dataclasses.asdict(result)
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    console.print(
+        f"{report['profiles']:,} profiles, {report['pairs']:,} likely pairs: {report['merged']:,} merged, "
+        f"{report['queued']:,} queued for review, {report['refused']:,} refused by merge protection, "
+        f"{report['skipped']:,} already decided"
+    )
 
 
 @app.command()

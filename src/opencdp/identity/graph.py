@@ -188,7 +188,7 @@ class IdentityGraph:
                 group.append(profile)
         return _Decision(group, new, dropped)
 
-    def _apply(self, identifiers: tuple[str, ...], key: Key) -> str | None:
+    def _apply(self, identifiers: tuple[str, ...], key: Key, reason: str = "shared_identifier") -> str | None:
         decision = self._decide(identifiers)
         if not decision.group and not decision.new:
             return None  # every identifier was dropped
@@ -198,7 +198,7 @@ class IdentityGraph:
             survivor = self._new_profile(key)
         for profile in decision.group:
             if profile is not survivor:
-                self._merge(profile, survivor, key, identifiers)
+                self._merge(profile, survivor, key, identifiers, reason)
         for identifier in decision.new:
             self._attach(identifier, survivor, key)
         self._seen(survivor, identifiers, key)
@@ -263,6 +263,23 @@ class IdentityGraph:
         self.redirect[merged.id] = into.id
         self.changes.redirects[merged.id] = into.id
         self.changes.merges.append(Merge(merged.id, into.id, key, reason, tuple(evidence), tuple(merged.identifiers)))
+
+    def link(self, one: str, other: str, key: Key, reason: str) -> str:
+        """Merge two profiles on an outside decision (a probabilistic match, an operator).
+
+        The link is kept as an observation of both profiles' strongest identifiers, so a
+        replay makes it again. Merge protection still applies: ValueError if it refuses.
+        """
+        first, second = self.profiles[self.canonical(one)], self.profiles[self.canonical(other)]
+        if first is second:
+            return first.id
+        anchors = tuple(sorted({min(p.identifiers, key=self.rules.rank) for p in (first, second)}, key=self.rules.rank))
+        refused = self._decide(anchors).dropped
+        if refused:
+            raise ValueError(f"merge protection refuses it: {refused[0][1].replace('_', ' ')} ({refused[0][0]})")
+        survivor = self._apply(anchors, key, reason)
+        assert survivor is not None
+        return survivor
 
     def _kept_apart(self, one: Profile, other: Profile) -> bool:
         mine, theirs = set(one.identifiers), set(other.identifiers)

@@ -124,7 +124,15 @@ class IdentityStage:
         return result
 
     # -- persistence -------------------------------------------------------------
-    def _write(self, changes: Changes) -> None:
+    def link(self, one: str, other: str, *, reason: str, details: dict[str, object] | None = None) -> str:
+        """Merge two profiles on an outside decision; the survivor. ValueError if merge protection refuses."""
+        with self._lock:
+            now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            survivor = self.graph.link(one, other, (now, f"{reason}:{one}:{other}"), reason)
+            self._write(self.graph.take_changes(), details)
+            return survivor
+
+    def _write(self, changes: Changes, details: dict[str, object] | None = None) -> None:
         if not changes:
             return
         now = dt.datetime.now(dt.UTC)
@@ -192,7 +200,10 @@ class IdentityStage:
                         "message_id": [m.key[1] if m.key else None for m in merges],
                         "reason": [m.reason for m in merges],
                         "evidence": [
-                            _encode({"identifiers": list(m.evidence), "absorbed": list(m.absorbed)}).decode() for m in merges
+                            _encode(
+                                {"identifiers": list(m.evidence), "absorbed": list(m.absorbed), **({"details": details} if details else {})}
+                            ).decode()
+                            for m in merges
                         ],
                     },
                     schema=PROFILE_MERGES.arrow_schema,
@@ -306,6 +317,49 @@ class IdentityStage:
             if len(ids) == 2 and ids[0] != ids[1]:
                 graph._contests.setdefault(ids[0], set()).add(ids[1])
                 graph._contests.setdefault(ids[1], set()).add(ids[0])
+
+    # -- erasure -----------------------------------------------------------------
+    def forget(self, identifiers: set[str], profile_ids: set[str]) -> None:
+        """Remove an erased person from the in-memory graph (``opencdp.privacy.erasure``).
+
+        Their rows are already gone from the store; this makes the graph agree, so an
+        event carrying one of the identifiers no longer joins the erased profile and no
+        replay of a contested profile brings an erased identifier back.
+        """
+        with self._lock:
+            graph = self.graph
+            for identifier in identifiers:
+                graph.owner.pop(identifier, None)
+                graph._dropped_unowned.pop(identifier, None)
+                self._first_seen.pop(identifier, None)
+            for profile_id in profile_ids:
+                graph.profiles.pop(profile_id, None)
+                graph.redirect.pop(profile_id, None)
+                self._members.pop(profile_id, None)
+                for partner in graph._contests.pop(profile_id, set()):
+                    graph._contests.get(partner, set()).discard(profile_id)
+            for old, new in list(graph.redirect.items()):
+                if new in profile_ids:
+                    del graph.redirect[old]
+            for members in self._members.values():
+                members -= profile_ids
+            for unowned in graph._dropped_unowned.values():
+                unowned -= profile_ids
+            graph._recorded = {r for r in graph._recorded if r[1] not in identifiers}
+            graph.apart = [
+                (a - identifiers, b - identifiers) for a, b in graph.apart if a - identifiers and b - identifiers
+            ]
+            # Another profile's event that had to drop one of the identifiers still lists it
+            # in its observations (only contested profiles have such); a replay would attach it.
+            for profile in graph.profiles.values():
+                if profile.contested and any(identifiers.intersection(seen) for seen in profile.observations):
+                    observations: dict[tuple[str, ...], Key] = {}
+                    for seen, key in profile.observations.items():
+                        kept = tuple(i for i in seen if i not in identifiers)
+                        if kept and (kept not in observations or key < observations[kept]):
+                            observations[kept] = key
+                    profile.observations = observations
+            self._simple.clear()  # a cache of identifiers per (userId, anonymousId) pair
 
 
 _stages: weakref.WeakKeyDictionary[Backend, IdentityStage] = weakref.WeakKeyDictionary()

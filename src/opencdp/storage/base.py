@@ -128,6 +128,13 @@ class Backend(ABC):
     def add_column_sql(self, table: Table, column: Column) -> str:
         """DDL adding a (nullable or defaulted) column to an existing table."""
 
+    def aliased_ref(self, table: Table, alias: str) -> exp.Expression:
+        """``table_ref`` with an alias (on ClickHouse: ``t AS a FINAL``)."""
+        ref = self.table_ref(table)
+        inner = ref if isinstance(ref, exp.Table) else ref.this
+        inner.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+        return ref
+
     def render(self, expression: exp.Expression) -> str:
         return expression.sql(dialect=self.capabilities.dialect)
 

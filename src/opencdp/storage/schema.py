@@ -296,7 +296,72 @@ IDENTITY_CONFLICTS = Table(
     doc="Identifiers not used for matching, and why (merge protection, limits, blocked or invalid values).",
 )
 
+MATCH_CANDIDATES = Table(
+    "match_candidates",
+    (
+        _c("profile_id_l", T.STRING, False),
+        _c("profile_id_r", T.STRING, False),
+        _c("match_probability", T.FLOAT, False),
+        _c("evidence", T.JSON, doc="per compared field: the comparison level and the values"),
+        _c("status", T.LOW_CARD, False, "pending, merged, rejected, refused (merge protection)"),
+        _c("decided_by", T.STRING, doc="key id of who accepted or rejected it; 'auto' for automatic merges"),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("profile_id_l", "profile_id_r"),
+    key=("profile_id_l", "profile_id_r"),
+    version="updated_at",
+    doc="Pairs of profiles probabilistic matching found, and what was decided about them.",
+)
+
+SUPPRESSIONS = Table(
+    "suppressions",
+    (
+        _c("channel", T.LOW_CARD, False, "email, sms, push, web_push, viber, telegram, whatsapp"),
+        _c("address", T.STRING, False, "normalised: e-mail lower-case, phone E.164, else the token or id as given"),
+        _c("reason", T.LOW_CARD, False, "hard_bounce, complaint, manual, unsubscribed_all"),
+        _c("source", T.STRING, doc="who or what added it (the admin key's name, an ESP webhook)"),
+        _c("created_at", T.TIMESTAMP, False, "when it was (last) added"),
+        _c("updated_at", T.TIMESTAMP, False),
+        _c("deleted", T.BOOL, False, "removed from the list: the address may be messaged again (with consent)"),
+    ),
+    order_by=("channel", "address"),
+    key=("channel", "address"),
+    version="updated_at",
+    doc="Addresses never to message on a channel, whatever the consent says (bounces, complaints, manual blocks).",
+)
+
+# -- privacy -------------------------------------------------------------------
+ERASED_IDENTIFIERS = Table(
+    "erased_identifiers",
+    (
+        _c("identifier_hash", T.STRING, False, "HMAC-SHA256 of the identifier text kind:value, keyed with the "
+           "store's privacy salt (<data_dir>/privacy_salt): recognises the value without keeping it"),
+        _c("erased_at", T.TIMESTAMP, False),
+        _c("request_id", T.STRING, doc="the erasure that added it (privacy_audit.request_id)"),
+    ),
+    order_by=("identifier_hash",),
+    doc="Identifiers of erased people: later events carrying one are dropped or anonymised, not resolved.",
+)
+
+PRIVACY_AUDIT = Table(
+    "privacy_audit",
+    (
+        _c("request_id", T.STRING, False),
+        _c("action", T.LOW_CARD, False, "export or erase"),
+        _c("subject_id", T.STRING, False, "the profile id the request named: a random token, not personal data "
+           "(not called profile_id, so that erasing the person keeps the record of the erasure)"),
+        _c("mode", T.LOW_CARD, doc="erase: drop or anonymise (Settings.erased_events)"),
+        _c("identifiers", T.INT, False, "how many identifiers the person had (their values are not kept)"),
+        _c("counts", T.JSON, doc="rows per table: exported, or removed / anonymised / scrubbed"),
+        _c("requested_by", T.STRING, doc="the admin key id, or 'local'"),
+        _c("at", T.TIMESTAMP, False),
+    ),
+    order_by=("at",),
+    doc="Exports and erasures of personal data, without the personal data.",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS, ORDER_LINES, PRODUCTS, PRODUCT_CHANGES, QUARANTINE, CHECKPOINTS, API_KEYS,
-    IDENTITIES, PROFILE_MAP, PROFILE_MERGES, IDENTITY_CONFLICTS,
+    IDENTITIES, PROFILE_MAP, PROFILE_MERGES, IDENTITY_CONFLICTS, SUPPRESSIONS, MATCH_CANDIDATES,
+    ERASED_IDENTIFIERS, PRIVACY_AUDIT,
 )

@@ -14,7 +14,7 @@ from opencdp.config import Settings
 from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
 from opencdp.storage.base import Backend
-from opencdp.web import admin, errors, imports, profiles, tracking
+from opencdp.web import admin, errors, identity, imports, profiles, tracking
 from opencdp.web.admission import TrackingAdmission
 
 
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(admin.router)
     app.include_router(imports.router)
     app.include_router(profiles.router)
+    app.include_router(identity.router)
 
     @app.get("/health", tags=["admin"], summary="Liveness")
     def health() -> dict[str, str]:
