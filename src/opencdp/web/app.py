@@ -14,7 +14,7 @@ from opencdp.config import Settings
 from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
 from opencdp.storage.base import Backend
-from opencdp.web import admin, errors, identity, imports, profiles, tracking
+from opencdp.web import admin, consent, errors, identity, imports, profiles, tracking
 from opencdp.web.admission import TrackingAdmission
 
 
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(imports.router)
     app.include_router(profiles.router)
     app.include_router(identity.router)
+    app.include_router(consent.router)
 
     @app.get("/health", tags=["admin"], summary="Liveness")
     def health() -> dict[str, str]:
