@@ -28,28 +28,31 @@ from opencdp.storage.duckdb import DuckDBBackend
 TARGET = 100_000
 
 
-def stream(count: int, merge_share: float, seed: int = 7) -> pa.Table:
+def stream(count: int, merge_share: float, session: tuple[int, int] = (1, 1), seed: int = 7) -> pa.Table:
+    """Web/app events in sessions of ``session`` events from one device (one person, logged in or not)."""
     rng = random.Random(seed)
     envelope = Envelope(received_at_ms=int(time.time() * 1000), source="bench")
     people = max(1, count // 20)
     start = envelope.received_at_ms - 30 * 86_400_000
     rows = []
-    for i in range(count):
+    i = 0
+    while i < count:
         person = rng.randrange(people)
         device = f"anon-{person}-{rng.randrange(3)}"
-        when = start + i * 5
-        message: dict[str, object] = {"anonymousId": device, "messageId": f"m{i}", "timestamp": when}
-        roll = rng.random()
-        if roll < merge_share:  # links this device to another person's phone: a merge
-            other = rng.randrange(people)
-            message.update(type="identify", traits={"phone": f"+7916{other:07d}"})
-        elif roll < merge_share + 0.05:
-            message.update(type="identify", userId=f"user-{person}", traits={"email": f"p{person}@example.ru"})
-        elif roll < merge_share + 0.45:
-            message.update(type="track", userId=f"user-{person}", event="Product Viewed", properties={"product_id": "P1"})
-        else:
-            message.update(type="page", name="Catalog")
-        rows.append({**normalize(message, envelope), "lsn": 0})
+        logged_in = rng.random() < 0.45
+        for _ in range(min(rng.randint(*session), count - i)):
+            message: dict[str, object] = {"anonymousId": device, "messageId": f"m{i}", "timestamp": start + i * 5}
+            roll = rng.random()
+            if roll < merge_share:  # links this device to another person's phone: a merge
+                message.update(type="identify", traits={"phone": f"+7916{rng.randrange(people):07d}"})
+            elif roll < merge_share + 0.05:
+                message.update(type="identify", userId=f"user-{person}", traits={"email": f"p{person}@example.ru"})
+            elif logged_in:
+                message.update(type="track", userId=f"user-{person}", event="Product Viewed", properties={"product_id": "P1"})
+            else:
+                message.update(type="page", name="Catalog")
+            rows.append({**normalize(message, envelope), "lsn": 0})
+            i += 1
     events, _ = events_and_lines(rows)
     return events
 
@@ -95,8 +98,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000, help="events per loader batch")
     args = parser.parse_args()
     print("bench_identity: identity stitching in the pipeline (extract + resolve + store writes)")
-    for name, share in (("typical stream", 0.02), ("merge-heavy (20% link two profiles)", 0.20)):
-        events = stream(args.events, share)
+    cases = (
+        ("typical stream (sessions of 3-15 events)", 0.02, (3, 15)),
+        ("merge-heavy (20% of events link two profiles), sessions of 3-15", 0.20, (3, 15)),
+        ("worst case: every event from another device or person", 0.02, (1, 1)),
+    )
+    for name, share, session in cases:
+        events = stream(args.events, share, session)
         baseline = union_find_baseline(events, Rules())
         rate, stage = run(events, args.batch)
         stats = stage.stats

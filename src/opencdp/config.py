@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         "(the check's cost stays flat as the store grows); 0 checks all history. Imports always check all history.",
     )
     cors_origins: list[str] = Field(["*"], description="Origins allowed to call the tracking API from a browser.")
+    erased_events: Literal["drop", "anonymise"] = Field(
+        "drop",
+        description="Events of an erased person (DELETE /api/v1/profiles/{id}), and later events carrying one of "
+        "their erased identifiers: `drop` deletes them; `anonymise` keeps them without identifiers, traits and "
+        "IP address (so revenue and product statistics stay right) and with no profile.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -22,11 +22,16 @@ def send(backend: Backend, *messages: dict[str, Any], stage: IdentityStage | Non
 
 def profile_of_events(backend: Backend) -> dict[str, str]:
     """message id -> canonical profile, read the way segments and reports read it."""
-    rows = backend.rows(
-        "SELECT e.message_id AS m, coalesce(pm.canonical_id, e.profile_id) AS p "
-        "FROM events AS e LEFT JOIN profile_map AS pm ON pm.profile_id = e.profile_id"
+    from sqlglot import exp
+
+    from opencdp.storage.schema import PROFILE_MAP
+
+    query = (
+        exp.select(exp.column("message_id", "e").as_("m"), exp.func("coalesce", exp.column("canonical_id", "pm"), exp.column("profile_id", "e")).as_("p"))
+        .from_(exp.to_table("events").as_("e"))
+        .join(backend.aliased_ref(PROFILE_MAP, "pm"), on="pm.profile_id = e.profile_id", join_type="left")
     )
-    return {r["m"]: r["p"] for r in rows}
+    return {r["m"]: r["p"] for r in backend.rows(query)}
 
 
 def test_anonymous_browsing_is_attributed_after_login(backend: Backend) -> None:

@@ -106,6 +106,9 @@ class IdentityGraph:
         self._contests: dict[str, set[str]] = {}
         self._recorded: set[tuple[Key, str, str]] = set()
         self._dropped_unowned: dict[str, set[str]] = {}
+        self._created: list[Profile] | None = None  # profiles a replay creates
+        self.max_replay_profiles = 64
+        self.stats_unreplayed = 0
         self.apart: list[tuple[frozenset[str], frozenset[str]]] = []
         """Identifier sets of profiles an operator split: never merged again, whatever events say."""
         self.changes = Changes()
@@ -217,18 +220,22 @@ class IdentityGraph:
 
     @staticmethod
     def _seen(profile: Profile, identifiers: tuple[str, ...], key: Key) -> None:
+        """Record an observation. A repeat of a known one decides nothing, so it moves nothing."""
+        known = profile.observations.get(identifiers)
+        if known is not None and key >= known:
+            return
+        profile.observations[identifiers] = key
         if key < profile.first:
             profile.first = key
         if key > profile.last:
             profile.last = key
-        known = profile.observations.get(identifiers)
-        if known is None or key < known:
-            profile.observations[identifiers] = key
 
     def _new_profile(self, key: Key) -> Profile:
         digest = hashlib.blake2b(f"{key[1]}/{next(self._fresh)}".encode(), digest_size=10).hexdigest()
         profile = Profile(id=f"p_{digest}", first=key, last=key)
         self.profiles[profile.id] = profile
+        if self._created is not None:
+            self._created.append(profile)
         return profile
 
     def _attach(self, identifier: str, profile: Profile, key: Key) -> None:
@@ -320,6 +327,11 @@ class IdentityGraph:
                 continue
             region[profile_id] = self.profiles[profile_id]
             pending.extend(self._contests.get(profile_id, ()))
+            if len(region) > self.max_replay_profiles:
+                # A contested tangle this large (shared family phones across many people) is
+                # not replayed: the event is applied as it comes, and the graph remembers it.
+                self.stats_unreplayed += 1
+                return self._apply(identifiers, key)
         observations: dict[tuple[str, ...], Key] = {identifiers: key}
         previous_owner: dict[str, str] = {}
         for profile in region.values():
@@ -333,6 +345,7 @@ class IdentityGraph:
             for partner in self._contests.pop(profile.id, set()):
                 self._contests.get(partner, set()).discard(profile.id)
         merges_before = len(self.changes.merges)
+        self._created = []
         for seen_identifiers, seen in sorted(observations.items(), key=lambda item: item[1]):
             self._apply(seen_identifiers, seen)
         # The replay restates old decisions: its merges are not news. What is: where old ids went.
@@ -351,7 +364,11 @@ class IdentityGraph:
 
     def _keep_old_ids(self, region: dict[str, Profile], previous_owner: dict[str, str]) -> None:
         """Give replayed profiles the ids they had where possible; redirect the others."""
-        fresh = [p for p in self.profiles.values() if p.id not in region and any(i in previous_owner for i in p.identifiers)]
+        fresh = [p for p in self._created or () if p.id in self.profiles]
+        self._created = None
+        held: dict[str, list[str]] = {}
+        for identifier, old_id in previous_owner.items():
+            held.setdefault(old_id, []).append(identifier)
         taken: set[str] = set()
         for profile in sorted(fresh, key=lambda p: p.first):
             votes = Counter(previous_owner[i] for i in profile.identifiers if i in previous_owner)
@@ -366,17 +383,11 @@ class IdentityGraph:
                 self.changes.redirects.pop(old_id, None)
                 continue
             # An old profile that no longer exists: send its id where most of its identifiers went.
-            votes = Counter(self.owner[i] for i, pid in previous_owner.items() if pid == old_id and i in self.owner)
+            votes = Counter(self.owner[i] for i in held.get(old_id, ()) if i in self.owner)
             target = votes.most_common(1)[0][0] if votes else None
             if target is not None:
                 self.redirect[old_id] = target
                 self.changes.redirects[old_id] = target
-        for merged, into in list(self.redirect.items()):
-            if into in region and into not in self.profiles:
-                target = self.redirect.get(into)
-                if target is not None:
-                    self.redirect[merged] = target
-                    self.changes.redirects[merged] = target
 
     def _rename(self, profile: Profile, new_id: str) -> None:
         old_id = profile.id

@@ -18,6 +18,7 @@ import datetime as dt
 import threading
 import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -41,6 +42,7 @@ class StageStats:
     conflicts: int = 0
     unusable: int = 0
     recomputed: int = 0
+    erased: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
@@ -58,6 +60,7 @@ class IdentityStage:
         self._members: dict[str, set[str]] = {}  # canonical profile -> every id redirected to it
         self._first_seen: dict[str, Key] = {}
         self._simple: dict[tuple[str | None, str | None], list[str]] = {}
+        self._salt: str | None = None
         self._restore()
 
     # -- the pipeline step -------------------------------------------------------
@@ -65,6 +68,7 @@ class IdentityStage:
         """Events and lines with ``profile_id`` filled; the graph's changes are written first."""
         if events.num_rows == 0:
             return events, lines
+        events, lines = self._without_erased(events, lines)
         with self._lock:
             profile_ids = self._observe(events)
             self._write(self.graph.take_changes())
@@ -75,53 +79,100 @@ class IdentityStage:
             lines = lines.set_column(lines.schema.get_field_index("profile_id"), "profile_id", pc.take(column, owners))
         return events, lines
 
+    def _without_erased(self, events: pa.Table, lines: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Drop (or anonymise) events of erased people, so that they are not created again."""
+        settings = self.backend.settings
+        if settings is None:
+            return events, lines
+        from opencdp.privacy.erasure import (
+            apply_to_events,
+            apply_to_lines,
+            erased_for,
+            privacy_salt,
+        )
+
+        if self._salt is None:
+            self._salt = privacy_salt(settings.data_dir)
+        erased = erased_for(self.backend, self._salt)
+        if not len(erased):
+            return events, lines
+        events, count = apply_to_events(events, erased, self.graph.rules, settings.erased_events)
+        self.stats.erased += count
+        return events, apply_to_lines(lines, events) if count else lines
+
     def _observe(self, events: pa.Table) -> list[str | None]:
+        """Resolve a batch: each distinct observation once, in event-time order.
+
+        Most events carry only a userId / anonymousId pair, repeated through a session:
+        the events of one pair are one observation at its earliest time (a later
+        identical observation changes nothing in the graph but the profile's last-seen
+        time). Events with traits, external ids or tokens are observed one by one.
+        """
         columns = {name: events.column(name) for name in _COLUMNS}
         millis = columns["timestamp"].cast(pa.int64()).to_pylist()
         values = {name: columns[name].to_pylist() for name in _COLUMNS if name != "timestamp"}
-        rules, observe, stats = self.graph.rules, self.graph.observe, self.stats
+        rules, graph, stats = self.graph.rules, self.graph, self.stats
         message_ids = values["message_id"]
-        result: list[str | None] = [None] * len(message_ids)
-        identifiers_of: list[list[str]] = [[] for _ in message_ids]
-        # In event-time order: late events into contested parts of the graph are replays, avoid them.
         types, users, anonymous = values["type"], values["user_id"], values["anonymous_id"]
         traits, contexts, properties = values["traits"], values["context"], values["properties"]
-        first_seen = self._first_seen
-        simple = self._simple
-        for index in sorted(range(len(message_ids)), key=lambda i: (millis[i], message_ids[i])):
-            key = (millis[index], message_ids[index])
-            context, props = contexts[index], properties[index]
-            if traits[index] is None and types[index] != "alias" and not _may_identify(context) and not _may_identify(props):
-                # Only userId / anonymousId: the same pair gives the same identifiers.
+        # unit: [first key, last key, identifiers, event indexes]
+        pairs: dict[tuple[str | None, str | None], list[Any]] = {}
+        units: list[list[Any]] = []
+        for index, message_id in enumerate(message_ids):
+            key = (millis[index], message_id)
+            if (
+                traits[index] is None
+                and types[index] != "alias"
+                and not _may_identify(contexts[index])
+                and not _may_identify(properties[index])
+            ):
                 pair = (users[index], anonymous[index])
-                identifiers = simple.get(pair)
-                if identifiers is None:
-                    found = extract({"user_id": pair[0], "anonymous_id": pair[1]}, rules)
-                    identifiers = simple[pair] = found.identifiers
-                    stats.unusable += len(found.unusable)
-                    if len(simple) > 500_000:
-                        simple.clear()
+                unit = pairs.get(pair)
+                if unit is None:
+                    pairs[pair] = unit = [key, key, self._pair_identifiers(pair), [index]]
+                    units.append(unit)
+                else:
+                    if key < unit[0]:
+                        unit[0] = key
+                    elif key > unit[1]:
+                        unit[1] = key
+                    unit[3].append(index)
             else:
-                row = {name: column[index] for name, column in values.items()}
-                found = extract(row, rules)
-                identifiers = found.identifiers
+                found = extract({name: column[index] for name, column in values.items()}, rules)
                 stats.unusable += len(found.unusable)
+                units.append([key, key, found.identifiers, [index]])
+        result: list[str | None] = [None] * len(message_ids)
+        first_seen = self._first_seen
+        units.sort(key=lambda unit: unit[0])
+        for first, _last, identifiers, indexes in units:
             for identifier in identifiers:
                 if identifier not in first_seen:
-                    first_seen[identifier] = key
-            profile_id = observe(identifiers, key)
-            identifiers_of[index] = identifiers
-            result[index] = profile_id
-            stats.resolved += profile_id is not None
-        stats.events += len(result)
+                    first_seen[identifier] = first
+            profile_id = graph.observe(identifiers, first)
+            for index in indexes:
+                result[index] = profile_id
+            stats.resolved += len(indexes) if profile_id is not None else 0
         # Events keep the profile they resolved to (profile_map follows later merges). A replay
         # (a late event in a contested part of the graph) may have retired an id without a
         # redirect: such events take their identifier's current profile.
-        graph = self.graph
-        for index, profile_id in enumerate(result):
+        for _first, _last, identifiers, indexes in units:
+            profile_id = result[indexes[0]]
             if profile_id is not None and profile_id not in graph.profiles and profile_id not in graph.redirect:
-                result[index] = next((graph.owner[i] for i in identifiers_of[index] if i in graph.owner), None)
+                current = next((graph.owner[i] for i in identifiers if i in graph.owner), None)
+                for index in indexes:
+                    result[index] = current
+        stats.events += len(result)
         return result
+
+    def _pair_identifiers(self, pair: tuple[str | None, str | None]) -> list[str]:
+        identifiers = self._simple.get(pair)
+        if identifiers is None:
+            found = extract({"user_id": pair[0], "anonymous_id": pair[1]}, self.graph.rules)
+            self.stats.unusable += len(found.unusable)
+            if len(self._simple) > 500_000:
+                self._simple.clear()
+            identifiers = self._simple[pair] = found.identifiers
+        return identifiers
 
     # -- persistence -------------------------------------------------------------
     def link(self, one: str, other: str, *, reason: str, details: dict[str, object] | None = None) -> str:

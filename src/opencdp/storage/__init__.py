@@ -39,6 +39,7 @@ def open_backend(settings: Settings, *, create: bool = True) -> Backend:
         from opencdp.errors import ConfigError
 
         raise ConfigError(f"unknown backend {settings.backend!r}", field="backend")
+    backend.settings = settings
     if create:
         try:
             backend.create_schema()

@@ -73,6 +73,8 @@ class Backend(ABC):
 
     capabilities: Capabilities
     name: str
+    settings: Any = None
+    """The ``Settings`` it was opened with (``open_backend``), for stages that need them."""
 
     # -- primitives ----------------------------------------------------------
     @abstractmethod

@@ -14,7 +14,7 @@ from opencdp.config import Settings
 from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
 from opencdp.storage.base import Backend
-from opencdp.web import admin, consent, errors, identity, imports, profiles, tracking
+from opencdp.web import admin, consent, errors, identity, imports, privacy, profiles, tracking
 from opencdp.web.admission import TrackingAdmission
 
 
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             from opencdp.storage import open_backend
 
         store = backend or open_backend(settings)
+        if store.settings is None:
+            store.settings = settings  # the pipeline's stages read theirs from the store
         collector = Collector(settings, store, fsync=fsync)
         app.state.backend = store
         app.state.collector = collector
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(admin.router)
     app.include_router(imports.router)
     app.include_router(profiles.router)
+    app.include_router(privacy.router)
     app.include_router(identity.router)
     app.include_router(consent.router)
 
