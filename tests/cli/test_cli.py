@@ -123,3 +123,23 @@ def test_bad_configuration_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENCDP_BACKEND", "oracle")
     code, output = run("status")
     assert code == 2 and "backend" in output
+
+
+def test_profiles_export_and_erase(cli_env: Settings) -> None:
+    from opencdp.storage import open_backend
+    from tests.identity.test_stage import send
+
+    assert run("init")[0] == 0
+    store = open_backend(cli_env)
+    try:
+        [profile_id] = send(store, {"type": "identify", "userId": "u-cli", "traits": {"email": "cli@example.ru"},
+                                    "messageId": "m-cli", "timestamp": "2024-05-01T10:00:00Z"})
+    finally:
+        store.close()
+    assert profile_id is not None
+    code, out = run("profiles", "export", profile_id)
+    assert code == 0 and "cli@example.ru" in out and "m-cli" in out
+    code, out = run("profiles", "erase", profile_id, "--yes")
+    assert code == 0 and '"events": 1' in out
+    code, out = run("profiles", "export", profile_id)
+    assert code != 0 and "no profile" in out

@@ -27,6 +27,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(demo_app, name="demo")
 identity_app = typer.Typer(help="Identity resolution: probabilistic dedupe of profiles.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
+profiles_app = typer.Typer(help="Personal data of one profile: export, erase.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
 console = Console()
 err = Console(stderr=True)
 
@@ -370,6 +372,56 @@ def identity_dedupe(
         f"{report['queued']:,} queued for review, {report['refused']:,} refused by merge protection, "
         f"{report['skipped']:,} already decided"
     )
+
+
+@profiles_app.command("export")
+def profiles_export(
+    profile_id: Annotated[str, typer.Argument(help="the profile id (a merged id works too)")],
+    out: Annotated[Path | None, typer.Option(help="write the JSON here instead of printing it")] = None,
+) -> None:
+    """Everything held about a person, as JSON (right of access)."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                data = target.call("GET", f"/api/v1/profiles/{profile_id}/export")
+            else:
+                from opencdp.privacy.erasure import export_profile
+
+                data = export_profile(target, profile_id, requested_by="cli")
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+
+
+@profiles_app.command("erase")
+def profiles_erase(
+    profile_id: Annotated[str, typer.Argument(help="the profile id (a merged id works too)")],
+    yes: Annotated[bool, typer.Option("--yes", help="do it without asking")] = False,
+) -> None:
+    """Erase a person from every table (right to erasure); their identifiers stay blocked."""
+    if not yes and not typer.confirm(f"Erase profile {profile_id} and all its events for good?"):
+        raise typer.Exit(1)
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                report = target.call("DELETE", f"/api/v1/profiles/{profile_id}")
+            else:
+                from opencdp.privacy.erasure import erase_profile, privacy_salt
+
+                result = erase_profile(
+                    target, profile_id, mode=settings.erased_events, salt=privacy_salt(settings.data_dir), requested_by="cli"
+                )
+                report = dataclasses.asdict(result)
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    console.print_json(json.dumps(report, default=str))
 
 
 @app.command()
