@@ -658,3 +658,114 @@ if __name__ == "__main__":
     parser.add_argument("what", choices=["baseline"])
     parser.add_argument("--port", type=int, required=True)
     _serve_baseline(parser.parse_args().port)
+
+
+# -- open loop ---------------------------------------------------------------------
+@dataclass
+class OpenLoopResult:
+    name: str
+    scheduled: int = 0
+    completed: int = 0
+    ok: int = 0  # answered as the request expected
+    statuses: dict[int, int] = field(default_factory=dict)
+    other: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # from the scheduled time, measured requests only
+    service: list[float] = field(default_factory=list)  # from the actual send
+    late_starts: int = 0  # sends that left more than 1 ms after their scheduled time
+    seconds: float = 0.0
+    connections: int = 0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
+    unfinished: int = 0
+    alone: list[float] = field(default_factory=list)  # latencies of requests sent one at a time, if measured
+
+    def add_other(self, key: str) -> None:
+        self.other[key] = self.other.get(key, 0) + 1
+
+
+Expect = Callable[[Reply], bool]
+
+
+async def open_loop(
+    port: int,
+    next_request: Callable[[], tuple[bytes, Expect]],
+    *,
+    rate: float,
+    warmup: float,
+    duration: float,
+    server_pid: int,
+    name: str,
+    connections: int = 16,
+    drain_timeout: float = 10.0,
+) -> OpenLoopResult:
+    """Send requests on a fixed schedule whatever the server does (no coordinated omission).
+
+    ``next_request`` gives the request bytes and the check of a good answer. Latency is
+    measured from the scheduled send time, on an idle keep-alive connection (a new one
+    is opened when none is idle).
+    """
+    result = OpenLoopResult(name)
+    idle: list[Connection] = [await Connection.open(port) for _ in range(connections)]
+    opened = list(idle)
+    result.connections = len(idle)
+    pending: set[asyncio.Task[None]] = set()
+    total = int(rate * (warmup + duration))
+    start = time.perf_counter() + 0.05
+    window_start, window_end = start + warmup, start + warmup + duration
+    cpu_marks: list[tuple[float, float]] = []
+
+    async def one(scheduled: float, data: bytes, expect: Expect) -> None:
+        measured = window_start <= scheduled < window_end
+        try:
+            connection = idle.pop() if idle else None
+            if connection is None or not connection.usable:
+                connection = await Connection.open(port)
+                opened.append(connection)
+                result.connections += 1
+            sent = time.perf_counter()
+            if sent - scheduled > 0.001 and measured:
+                result.late_starts += 1
+            reply = await connection.request(data)
+        except (OSError, ConnectionError, RuntimeError) as error:
+            if measured:
+                result.add_other(type(error).__name__)
+            return
+        done = time.perf_counter()
+        idle.append(connection)
+        if not measured:
+            return
+        result.completed += 1
+        result.statuses[reply.status] = result.statuses.get(reply.status, 0) + 1
+        if expect(reply):
+            result.ok += 1
+            result.latencies.append(done - scheduled)
+            result.service.append(done - sent)
+        else:
+            result.add_other(str(reply.status))
+
+    for number in range(total):
+        scheduled = start + number / rate
+        if not cpu_marks and scheduled >= window_start:
+            cpu_marks.append((cpu_seconds(server_pid), cpu_seconds()))
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if window_start <= scheduled < window_end:
+            result.scheduled += 1
+        data, expect = next_request()
+        task = asyncio.ensure_future(one(scheduled, data, expect))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        _, still = await asyncio.wait(set(pending), timeout=drain_timeout)
+        result.unfinished = len(still)
+        for task in still:
+            task.cancel()
+    server_end, client_end = cpu_seconds(server_pid), cpu_seconds()
+    elapsed = time.perf_counter() - window_start
+    result.server_cpu = (server_end - cpu_marks[0][0]) / elapsed if cpu_marks else 0.0
+    result.client_cpu = (client_end - cpu_marks[0][1]) / elapsed if cpu_marks else 0.0
+    result.seconds = duration
+    for connection in opened:
+        connection.close()
+    return result

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from _server import (
     OK_BODY,
-    Connection,
+    Expect,
+    OpenLoopResult,
+    Reply,
     Server,
     TrackFactory,
-    cpu_seconds,
     install_uvloop,
     machine,
+    open_loop,
     percentile,
     print_table,
     start_baseline,
@@ -38,98 +37,20 @@ from _server import (
 TARGET_P99_S = 0.010
 
 
-@dataclass
-class OpenLoopResult:
-    name: str
-    scheduled: int = 0
-    completed: int = 0
-    ok: int = 0
-    other: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)  # from the scheduled time, measured requests only
-    service: list[float] = field(default_factory=list)  # from the actual send
-    late_starts: int = 0  # sends that left more than 1 ms after their scheduled time
-    seconds: float = 0.0
-    connections: int = 0
-    server_cpu: float = 0.0
-    client_cpu: float = 0.0
-    unfinished: int = 0
-
-    def add_other(self, key: str) -> None:
-        self.other[key] = self.other.get(key, 0) + 1
-
-
-async def open_loop(
-    port: int, next_request: Callable[[], bytes], *, rate: float, warmup: float, duration: float, server_pid: int, name: str
-) -> OpenLoopResult:
-    result = OpenLoopResult(name)
-    idle: list[Connection] = [await Connection.open(port) for _ in range(16)]
-    result.connections = len(idle)
-    pending: set[asyncio.Task[None]] = set()
-    total = int(rate * (warmup + duration))
-    start = time.perf_counter() + 0.05
-    window_start, window_end = start + warmup, start + warmup + duration
-    cpu_marks: list[tuple[float, float]] = []
-
-    async def one(scheduled: float) -> None:
-        measured = window_start <= scheduled < window_end
-        try:
-            connection = idle.pop() if idle else None
-            if connection is None or not connection.usable:
-                connection = await Connection.open(port)
-                result.connections += 1
-            sent = time.perf_counter()
-            if sent - scheduled > 0.001 and measured:
-                result.late_starts += 1
-            reply = await connection.request(next_request())
-        except (OSError, ConnectionError, RuntimeError) as error:
-            if measured:
-                result.add_other(type(error).__name__)
-            return
-        done = time.perf_counter()
-        idle.append(connection)
-        if not measured:
-            return
-        result.completed += 1
-        if reply.status == 200 and reply.body == OK_BODY:
-            result.ok += 1
-            result.latencies.append(done - scheduled)
-            result.service.append(done - sent)
-        else:
-            result.add_other(str(reply.status))
-
-    for number in range(total):
-        scheduled = start + number / rate
-        if not cpu_marks and scheduled >= window_start:
-            cpu_marks.append((cpu_seconds(server_pid), cpu_seconds()))
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if window_start <= scheduled < window_end:
-            result.scheduled += 1
-        task = asyncio.ensure_future(one(scheduled))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    if pending:
-        _, still = await asyncio.wait(set(pending), timeout=10)
-        result.unfinished = len(still)
-        for task in still:
-            task.cancel()
-    server_end, client_end = cpu_seconds(server_pid), cpu_seconds()
-    elapsed = time.perf_counter() - window_start
-    result.server_cpu = (server_end - cpu_marks[0][0]) / elapsed if cpu_marks else 0.0
-    result.client_cpu = (client_end - cpu_marks[0][1]) / elapsed if cpu_marks else 0.0
-    result.seconds = duration
-    for connection in idle:
-        connection.close()
-    return result
+def _acknowledged(reply: Reply) -> bool:
+    return reply.status == 200 and reply.body == OK_BODY
 
 
 def _run(server: Server, args: argparse.Namespace) -> OpenLoopResult:
     factory = TrackFactory(server.port, server.write_key)
+
+    def next_request() -> tuple[bytes, Expect]:
+        return factory.next(), _acknowledged
+
     return asyncio.run(
         open_loop(
             server.port,
-            factory.next,
+            next_request,
             rate=args.rate,
             warmup=args.warmup,
             duration=args.duration,

@@ -31,7 +31,7 @@ def test_lookup_by_any_identifier_finds_one_profile(api: Api) -> None:
 
 def test_profile_has_identifiers_latest_traits_and_activity(api: Api) -> None:
     send_journey(api)
-    profile = api.client.get("/api/v1/profiles", params={"user_id": "u1"}, headers=api.admin).json()
+    profile = api.client.get("/api/v1/profiles", params={"user_id": "u1", "include": "activity"}, headers=api.admin).json()
     assert {(i["kind"], i["value"]) for i in profile["identifiers"]} >= {
         ("user_id", "u1"), ("anonymous_id", "a1"), ("email", "anna@example.ru"), ("phone", "+79161234567"),
         ("loyalty_card", "7700123"),
@@ -43,6 +43,19 @@ def test_profile_has_identifiers_latest_traits_and_activity(api: Api) -> None:
     assert same["profile_id"] == profile["profile_id"]
     for merged in profile["merged_ids"]:  # an absorbed id answers with the survivor
         assert api.client.get(f"/api/v1/profiles/{merged}", headers=api.admin).json()["profile_id"] == profile["profile_id"]
+
+
+def test_lookup_reads_events_only_when_asked(api: Api) -> None:
+    send_journey(api)
+    found = api.client.get("/api/v1/profiles", params={"email": "anna@example.ru"}, headers=api.admin).json()
+    assert set(found) == {"profile_id", "merged_ids", "identifiers"}
+    assert ("email", "anna@example.ru") in {(i["kind"], i["value"]) for i in found["identifiers"]}
+    full = api.client.get(f"/api/v1/profiles/{found['profile_id']}", headers=api.admin).json()
+    assert {k: full[k] for k in found} == found
+    params = {"email": "anna@example.ru", "include": "activity"}
+    assert api.client.get("/api/v1/profiles", params=params, headers=api.admin).json() == full
+    response = api.client.get("/api/v1/profiles", params={"email": "anna@example.ru", "include": "events"}, headers=api.admin)
+    assert response.status_code == 422 and response.json()["field"] == "include" and "activity" in response.json()["detail"]
 
 
 def test_timeline_is_newest_first_and_paginated(api: Api) -> None:
@@ -76,7 +89,8 @@ def test_pii_is_masked_for_masked_keys(api: Api) -> None:
     send_journey(api)
     keys: KeyRing = api.client.app.state.keys  # type: ignore[attr-defined]
     masked = keys.create("admin", "analyst", scopes=["read", "pii:mask"])[1]
-    profile = api.client.get("/api/v1/profiles", params={"user_id": "u1"}, headers={"Authorization": f"Bearer {masked}"}).json()
+    params = {"user_id": "u1", "include": "activity"}
+    profile = api.client.get("/api/v1/profiles", params=params, headers={"Authorization": f"Bearer {masked}"}).json()
     text = str(profile)
     assert "anna@example.ru" not in text and "+79161234567" not in text and "Анна" not in text
 

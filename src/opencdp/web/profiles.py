@@ -5,14 +5,16 @@ surviving profile (``merged_ids`` lists every id it absorbed). Personal data is
 masked for keys with the ``pii:mask`` scope.
 
 The lookup (``GET /api/v1/profiles?email=...``) answers with the identity part only
-(profile id, merged ids, identifiers), read from the identity tables; traits and
-activity come with ``?include=activity``, or from ``GET /api/v1/profiles/{id}``,
-which always has them. They are computed from the profile's events, and events are
-stored in (event, timestamp) order, not by profile: each read scans the table's
-``profile_id`` column, about 0.2 s per profile at 10M events (bench_profiles.py),
-and no cheap predicate narrows it (a profile's events are spread over every row
-group, so min/max statistics skip nothing). A lookup that must answer in
-milliseconds therefore does not read events unless asked to.
+(profile id, merged ids, identifiers); ``?include=activity`` adds traits and activity,
+which ``GET /api/v1/profiles/{id}`` always has. Those come from the profile's events,
+and events are stored in (event, timestamp) order, not by profile: each read scans the
+whole ``profile_id`` column (about 0.3 s for one profile among 10M events on two
+cores, benchmarks/bench_profiles.py), and no cheap predicate narrows it, since a
+profile's events are spread over every row group and min/max statistics skip nothing.
+So the lookup reads events only when asked to. Its own reads are key lookups
+(identifier, profile_map) plus two reverse reads, identifiers by profile and merged
+ids by survivor, which scan identities and profile_map while those columns have no
+index (about 70 ms at 1M profiles).
 """
 
 from __future__ import annotations
