@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     wal_segment_bytes: int = Field(64 * 1024 * 1024, description="Size at which the write-ahead log starts a new file.")
     loader_batch_events: int = Field(50_000, description="Most events the loader moves into the store in one transaction.")
     loader_interval_s: float = Field(0.2, description="How often the loader looks for new write-ahead log entries (seconds).")
+    computed_traits_file: Path | None = Field(
+        None,
+        description="TOML or JSON file of computed traits (`[[traits]]` tables, see `opencdp.profiles.computed`), "
+        "shown on every profile beside the built-in ones.",
+    )
     loader_nice: int = Field(
         10,
         ge=0,

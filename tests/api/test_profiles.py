@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from opencdp.keys import KeyRing
 from tests.api.conftest import Api
 
@@ -53,6 +55,7 @@ def test_lookup_reads_events_only_when_asked(api: Api) -> None:
     full = api.client.get(f"/api/v1/profiles/{found['profile_id']}", headers=api.admin).json()
     assert {k: full[k] for k in found} == found
     params = {"email": "anna@example.ru", "include": "activity"}
+    full.pop("computed")  # computed traits are on the full profile only
     assert api.client.get("/api/v1/profiles", params=params, headers=api.admin).json() == full
     response = api.client.get("/api/v1/profiles", params={"email": "anna@example.ru", "include": "events"}, headers=api.admin)
     assert response.status_code == 422 and response.json()["field"] == "include" and "activity" in response.json()["detail"]
@@ -123,3 +126,16 @@ def test_a_wrong_merge_is_undone_and_stays_undone(api: Api) -> None:
     assert again["profile_id"] == split_id and again["merged_ids"] == []
     bad = api.client.post(f"/api/v1/profiles/{wife['profile_id']}/unmerge", json={"merged_id": "p_nope"}, headers=api.admin)
     assert bad.status_code == 409 and "merged_ids" in bad.json()["detail"]
+
+
+def test_full_profile_has_computed_traits_builtin_and_configured(api: Api, tmp_path: Path) -> None:
+    send_journey(api)
+    traits_file = tmp_path / "traits.toml"
+    traits_file.write_text(
+        '[[traits]]\nname = "pages_seen"\naggregation = "count"\nwhere = [{ field = "type", op = "=", value = "page" }]\n'
+    )
+    api.client.app.state.settings.computed_traits_file = traits_file  # type: ignore[attr-defined]
+    profile_id = api.client.get("/api/v1/profiles", params={"user_id": "u1"}, headers=api.admin).json()["profile_id"]
+    computed = api.client.get(f"/api/v1/profiles/{profile_id}", headers=api.admin).json()["computed"]
+    assert computed["orders"] == 1 and computed["revenue"] == 3000
+    assert computed["pages_seen"] == 1

@@ -760,11 +760,14 @@ _Columns = Callable[[str], exp.Column]
 """Names a column of the source table (aliased ``s``)."""
 
 
-def compile_trait(trait: ComputedTrait, target: Backend | str, now: dt.datetime) -> exp.Select:
+def compile_trait(
+    trait: ComputedTrait, target: Backend | str, now: dt.datetime, profiles: Sequence[str] | None = None
+) -> exp.Select:
     """A query of ``(profile_id, value)`` for each profile with a row that matches ``trait``.
 
     ``target`` is a backend, or a dialect name (``duckdb``, ``clickhouse``) to render
-    the query without one. ``now`` must be timezone-aware.
+    the query without one. ``now`` must be timezone-aware. ``profiles`` limits it to
+    the rows stored under those profile ids (a profile and the ids merged into it).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware, e.g. datetime.now(datetime.UTC)")
@@ -774,7 +777,7 @@ def compile_trait(trait: ComputedTrait, target: Backend | str, now: dt.datetime)
     else:
         dialect = _DIALECTS[target]
         profile_map = dialect.current(PROFILE_MAP)
-    rows = _rows(trait, dialect, profile_map, now).subquery("m")
+    rows = _rows(trait, dialect, profile_map, now, profiles).subquery("m")
     if trait.aggregation == Aggregation.MOST_FREQUENT:
         return _most_frequent(rows)
     return (
@@ -819,7 +822,11 @@ def _order_columns(trait: ComputedTrait) -> tuple[str, ...]:
 
 
 def _rows(
-    trait: ComputedTrait, dialect: _Dialect, profile_map: exp.Expr, now: dt.datetime
+    trait: ComputedTrait,
+    dialect: _Dialect,
+    profile_map: exp.Expr,
+    now: dt.datetime,
+    profiles: Sequence[str] | None = None,
 ) -> exp.Select:
     """The matching rows: ``_profile`` (canonical), ``_value``, and the columns ``first``/``last`` order by."""
 
@@ -855,6 +862,10 @@ def _rows(
     conditions: list[exp.Expr] = [
         exp.Not(this=exp.Is(this=column("profile_id"), expression=exp.Null()))
     ]
+    if profiles is not None:
+        conditions.append(
+            exp.In(this=column("profile_id"), expressions=[exp.Literal.string(p) for p in profiles])
+        )
     if trait.events:
         names = [exp.Literal.string(name) for name in trait.events]
         conditions.append(
@@ -956,19 +967,22 @@ def _most_frequent(rows: exp.Subquery) -> exp.Select:
 # -- evaluation -----------------------------------------------------------------------------
 
 
-def evaluate(backend: Backend, traits: Sequence[ComputedTrait], now: dt.datetime) -> pa.Table:
+def evaluate(
+    backend: Backend, traits: Sequence[ComputedTrait], now: dt.datetime, profiles: Sequence[str] | None = None
+) -> pa.Table:
     """``profile_id`` and one column per trait, for every profile any trait found.
 
-    One query per trait; the results are joined here, by profile id.
+    One query per trait; the results are joined here, by profile id. ``profiles``: only
+    the rows stored under these ids (see ``compile_trait``).
     """
     _check_unique(traits)
-    results = [backend.select(compile_trait(trait, backend, now)) for trait in traits]
+    results = [backend.select(compile_trait(trait, backend, now, profiles)) for trait in traits]
     found = [r.column("profile_id").cast(pa.string()) for r in results]
     ids = pc.unique(pa.chunked_array([c for f in found for c in f.chunks], type=pa.string()))
     ids = ids.take(pc.sort_indices(ids))
     columns: dict[str, pa.Array | pa.ChunkedArray] = {"profile_id": ids}
-    for trait, result, profiles in zip(traits, results, found, strict=True):
-        rows = pc.index_in(ids, value_set=profiles.combine_chunks())
+    for trait, result, holders in zip(traits, results, found, strict=True):
+        rows = pc.index_in(ids, value_set=holders.combine_chunks())
         values = result.column("value").cast(trait.result_type()).take(rows)
         empty = trait.empty_value()
         if empty is not None:

@@ -20,6 +20,8 @@ index (about 70 ms at 1M profiles).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -40,6 +42,7 @@ from opencdp.identity.identifiers import (
 )
 from opencdp.identity.stage import stage_for
 from opencdp.privacy.mask import mask_identifier
+from opencdp.profiles.computed import BUILTIN, ComputedTrait, evaluate, load_traits
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import IDENTITIES, PROFILE_MAP
 from opencdp.web.auth import AuthRoute, Principal, require_scope
@@ -216,7 +219,23 @@ def get_profile(request: Request, principal: Reader, profile_id: str) -> Any:
     canonical = _canonical(backend, profile_id)
     if canonical is None:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}; find one with GET /api/v1/profiles?email=...", field="profile_id")
-    return _masked(principal, _summary(backend, canonical))
+    summary = _summary(backend, canonical)
+    summary["computed"] = _computed(request, backend, [canonical, *summary["merged_ids"]])
+    return _masked(principal, summary)
+
+
+def _computed(request: Request, backend: Backend, members: list[str]) -> dict[str, Any]:
+    """Built-in and configured computed traits of one profile (``Settings.computed_traits_file``)."""
+    traits = (*BUILTIN, *_configured_traits(request.app.state.settings.computed_traits_file))
+    table = evaluate(backend, traits, dt.datetime.now(dt.UTC), profiles=members)
+    values = table.to_pylist()
+    row = values[0] if values else {}
+    return {trait.name: row.get(trait.name, trait.empty_value()) for trait in traits}
+
+
+@functools.cache
+def _configured_traits(path: Path | None) -> tuple[ComputedTrait, ...]:
+    return load_traits(path) if path is not None else ()
 
 
 @router.get("/{profile_id}/events", summary="The profile's timeline, newest first")
