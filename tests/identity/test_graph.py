@@ -91,3 +91,48 @@ def test_every_event_resolves_to_the_profile_holding_its_strongest_identifier(
             assert graph.canonical(profile_id) in graph.profiles
     for profile in graph.profiles.values():
         assert sum(1 for i in profile.identifiers if i.startswith("user_id:")) <= 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.sampled_from([*USERS, None]), st.sampled_from(ANONYMOUS), st.sampled_from([*EMAILS, None])), min_size=1, max_size=25),
+    st.randoms(use_true_random=False),
+    st.integers(1, 6),
+)
+def test_the_stage_gives_the_same_graph_whatever_the_arrival_order_and_batches(
+    people: list[tuple[str | None, str, str | None]], rng: random.Random, batches: int
+) -> None:
+    """The stage observes each distinct (userId, anonymousId) pair of a batch once: still order-free."""
+    from opencdp.identity.stage import IdentityStage
+    from opencdp.ingest.rows import events_and_lines
+    from opencdp.ingest.segment import Envelope, normalize
+    from opencdp.storage.duckdb import DuckDBBackend
+
+    envelope = Envelope(received_at_ms=1_750_000_000_000, source="test")
+    rows = []
+    for i, (user, anonymous, email) in enumerate(people):
+        message: dict[str, object] = {"anonymousId": anonymous.split(":", 1)[1], "messageId": f"m{i:03d}",
+                                      "timestamp": 1_700_000_000_000 + 1000 * i}
+        if user is not None:
+            message["userId"] = user.split(":", 1)[1]
+        if email is not None:
+            message.update(type="identify", traits={"email": email.split(":", 1)[1]})
+        else:
+            message.update(type="track", event="Viewed")
+        rows.append({**normalize(message, envelope), "lsn": 0})
+
+    def partition(order: list[dict[str, object]], pieces: int) -> set[frozenset[str]]:
+        store = DuckDBBackend(":memory:")
+        store.create_schema()
+        stage = IdentityStage(store, Rules(default_limit=2))
+        size = max(1, len(order) // pieces)
+        for start in range(0, len(order), size):
+            events, lines = events_and_lines(order[start : start + size])
+            stage.resolve(events, lines)
+        store.close()
+        return stage.graph.partition()
+
+    expected = partition(rows, 1)
+    shuffled = rows[:]
+    rng.shuffle(shuffled)
+    assert partition(shuffled, batches) == expected
