@@ -110,3 +110,24 @@ def test_a_restarted_stage_continues_the_stored_graph(backend: Backend) -> None:
     again = send(backend, {"type": "track", "userId": "u1", "event": "Order Completed", "messageId": "m2",
                            "timestamp": "2024-05-02T10:00:00Z"}, stage=restarted)
     assert again == first
+
+
+def test_an_unmerge_holds_after_a_restart(backend: Backend) -> None:
+    stage = IdentityStage(backend)
+    [wife] = send(backend, {"type": "identify", "anonymousId": "wife", "traits": {"phone": "+79160000011"},
+                            "messageId": "m1", "timestamp": "2024-05-01T10:00:00Z"}, stage=stage)
+    [husband] = send(backend, {"type": "identify", "anonymousId": "husband", "traits": {"email": "h@example.ru"},
+                               "messageId": "m2", "timestamp": "2024-05-02T10:00:00Z"}, stage=stage)
+    send(backend, {"type": "identify", "anonymousId": "husband", "traits": {"phone": "+79160000011"}, "messageId": "m3",
+                   "timestamp": "2024-05-03T10:00:00Z"}, stage=stage)
+    assert stage.graph.canonical(husband) == wife
+    assert set(stage.unmerge(wife, husband)) == {"anonymous_id:husband", "email:h@example.ru"}
+    restarted = IdentityStage(backend)
+    [again] = send(backend, {"type": "identify", "anonymousId": "husband", "traits": {"phone": "+79160000011"},
+                             "messageId": "m4", "timestamp": "2024-05-04T10:00:00Z"}, stage=restarted)
+    # The phone outranks the anonymous id: the event is the wife's; the two stay apart.
+    assert again == wife
+    assert restarted.graph.canonical(husband) == husband != restarted.graph.canonical(wife)
+    assert restarted.graph.profile_of("anonymous_id:husband") == husband
+    reasons = backend.rows("SELECT identifier, reason FROM identity_conflicts WHERE message_id = 'm4'")
+    assert reasons == [{"identifier": "anonymous_id:husband", "reason": "kept_apart"}]

@@ -109,7 +109,7 @@ class IdentityStage:
         time). Events with traits, external ids or tokens are observed one by one.
         """
         columns = {name: events.column(name) for name in _COLUMNS}
-        millis = columns["timestamp"].cast(pa.int64()).to_pylist()
+        millis = columns["timestamp"].cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
         values = {name: columns[name].to_pylist() for name in _COLUMNS if name != "timestamp"}
         rules, graph, stats = self.graph.rules, self.graph, self.stats
         message_ids = values["message_id"]
@@ -313,8 +313,8 @@ class IdentityStage:
     def _restore(self) -> None:
         """Rebuild the graph from the store (identifier owners, redirects, contested profiles).
 
-        Each identifier's first event stands in for the observations that shaped its
-        profile, so a late event into a contested profile replays from these.
+        One observation of all a profile's identifiers, at its first event, stands in for
+        the observations that shaped it, so a replay after a restart keeps it whole.
         """
         graph = self.graph
         rows = self.backend.select(
@@ -323,7 +323,7 @@ class IdentityStage:
             .where(exp.column("deleted").not_())
         )
         if rows.num_rows:
-            millis = rows.column("first_seen").cast(pa.int64()).to_pylist()
+            millis = rows.column("first_seen").cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
             for identifier, profile_id, ms, message_id in zip(
                 rows.column("identifier").to_pylist(),
                 rows.column("profile_id").to_pylist(),
@@ -341,8 +341,12 @@ class IdentityStage:
                 if kind_of(identifier) == USER_ID:
                     profile.user_id = identifier
                 profile.first, profile.last = min(profile.first, key), max(profile.last, key)
-                profile.observations[(identifier,)] = key
                 self._first_seen[identifier] = key
+            # What observations made each profile is not stored: one observation of all its
+            # identifiers at its first time stands for them, so a replay keeps it whole.
+            for profile in graph.profiles.values():
+                ordered = tuple(sorted(profile.identifiers, key=graph.rules.rank))
+                profile.observations = {ordered: profile.first}
         redirects = self.backend.select(
             exp.select("profile_id", "canonical_id").from_(self.backend.table_ref(PROFILE_MAP))
         )
