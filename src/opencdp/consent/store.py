@@ -28,8 +28,9 @@ from opencdp.consent.model import (
     parse_event,
     topic_of,
 )
+from opencdp.identity.profiles import canonical_ids, members_of
 from opencdp.storage.base import Backend
-from opencdp.storage.schema import EVENTS, PROFILE_MAP
+from opencdp.storage.schema import EVENTS
 
 _CHUNK = 2000  # profile ids per query: keeps IN lists a reasonable size
 _COLUMNS = ("message_id", "type", "event", "timestamp", "source", "properties", "traits", "profile_id")
@@ -53,35 +54,6 @@ def latest(changes: Iterable[ConsentChange]) -> list[ConsentChange]:
     for change in changes:
         state[(change.channel, change.topic)] = change
     return [state[key] for key in sorted(state)]
-
-
-def canonical_ids(backend: Backend, profile_ids: Iterable[str]) -> dict[str, str]:
-    """Each known profile id -> the profile it is now part of; unknown ids are left out."""
-    ids = sorted(set(profile_ids))
-    found: dict[str, str] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        query = (
-            exp.select("profile_id", "canonical_id")
-            .from_(backend.table_ref(PROFILE_MAP))
-            .where(exp.column("profile_id").isin(*(exp.Literal.string(i) for i in chunk)))
-        )
-        found.update({row["profile_id"]: row["canonical_id"] for row in backend.select(query).to_pylist()})
-    return found
-
-
-def members_of(backend: Backend, canonical: Sequence[str]) -> dict[str, str]:
-    """Every profile id merged into (or equal to) each canonical id -> that canonical id."""
-    found = {profile: profile for profile in canonical}
-    for start in range(0, len(canonical), _CHUNK):
-        chunk = canonical[start : start + _CHUNK]
-        query = (
-            exp.select("profile_id", "canonical_id")
-            .from_(backend.table_ref(PROFILE_MAP))
-            .where(exp.column("canonical_id").isin(*(exp.Literal.string(i) for i in chunk)))
-        )
-        found.update({row["profile_id"]: row["canonical_id"] for row in backend.select(query).to_pylist()})
-    return found
 
 
 def history(backend: Backend, canonical: Sequence[str]) -> dict[str, History]:

@@ -68,6 +68,7 @@ from opencdp.identity.identifiers import (
     normalise,
     value_of,
 )
+from opencdp.identity.profiles import canonical_id, member_ids
 from opencdp.identity.stage import IdentityStage, stage_for
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import (
@@ -200,19 +201,19 @@ class Subject:
 
 def find_subject(backend: Backend, profile_id: str) -> Subject:
     """The person behind any of their profile ids; ``UnknownProfile`` if there is none."""
-    canonical = _column(backend, PROFILE_MAP, "canonical_id", _eq("profile_id", profile_id))
-    if not canonical:
+    canonical = canonical_id(backend, profile_id)
+    if canonical is None:
         raise UnknownProfile(
             f"there is no profile {profile_id[:80]!r} (never existed, or already erased); "
             "find one with GET /api/v1/profiles?email=...",
             field="profile_id",
         )
-    members = sorted({canonical[0], *_column(backend, PROFILE_MAP, "profile_id", _eq("canonical_id", canonical[0]))})
+    members = member_ids(backend, canonical)
     owned = exp.and_(_in("profile_id", members), exp.column("deleted").not_())
     identifiers = sorted(set(_column(backend, IDENTITIES, "identifier", owned)))
     conflicts = _in("identifier", identifiers)
     dropped = _column(backend, IDENTITY_CONFLICTS, "message_id", conflicts) if conflicts is not None else []
-    return Subject(canonical[0], tuple(members), tuple(identifiers), tuple(sorted(set(dropped))))
+    return Subject(canonical, tuple(members), tuple(identifiers), tuple(sorted(set(dropped))))
 
 
 def _column(backend: Backend, table: Table, column: str, where: exp.Expr) -> list[str]:

@@ -40,11 +40,12 @@ from opencdp.identity.identifiers import (
     Unusable,
     normalise,
 )
+from opencdp.identity.profiles import canonical_id, member_ids
 from opencdp.identity.stage import stage_for
 from opencdp.privacy.mask import mask_identifier
 from opencdp.profiles.computed import BUILTIN, ComputedTrait, evaluate, load_traits
 from opencdp.storage.base import Backend
-from opencdp.storage.schema import IDENTITIES, PROFILE_MAP
+from opencdp.storage.schema import IDENTITIES
 from opencdp.web.auth import AuthRoute, Principal, require_scope
 
 router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"], route_class=AuthRoute)
@@ -69,26 +70,6 @@ def _backend(request: Request) -> Backend:
     return backend
 
 
-def _canonical(backend: Backend, profile_id: str) -> str | None:
-    query = (
-        exp.select("canonical_id")
-        .from_(backend.table_ref(PROFILE_MAP))
-        .where(exp.column("profile_id").eq(exp.Literal.string(profile_id)))
-    )
-    rows = backend.select(query)
-    return rows.column(0)[0].as_py() if rows.num_rows else None
-
-
-def _members(backend: Backend, canonical: str) -> list[str]:
-    query = (
-        exp.select("profile_id")
-        .from_(backend.table_ref(PROFILE_MAP))
-        .where(exp.column("canonical_id").eq(exp.Literal.string(canonical)))
-        .order_by("profile_id")
-    )
-    return [str(v) for v in backend.select(query).column(0).to_pylist()] or [canonical]
-
-
 def _identifiers(backend: Backend, canonical: str) -> list[dict[str, Any]]:
     query = (
         exp.select("kind", "value", "first_seen")
@@ -105,7 +86,7 @@ def _in(column: str, values: list[str]) -> exp.Expression:
 
 def _identity(backend: Backend, canonical: str) -> tuple[dict[str, Any], list[str]]:
     """The profile's id, merged ids and identifiers (no events read), and all its ids."""
-    members = _members(backend, canonical)
+    members = member_ids(backend, canonical)
     found = {
         "profile_id": canonical,
         "merged_ids": [m for m in members if m != canonical],
@@ -207,7 +188,7 @@ def lookup(
     if not rows.num_rows:
         raise ProfileNotFound(f"no profile has {name} {raw[:80]!r}", field=name)
     profile_id = str(rows.column(0)[0].as_py())
-    found, members = _identity(backend, _canonical(backend, profile_id) or profile_id)
+    found, members = _identity(backend, canonical_id(backend, profile_id) or profile_id)
     if "activity" in extras:
         found.update(_activity(backend, members))
     return _masked(principal, found)
@@ -216,7 +197,7 @@ def lookup(
 @router.get("/{profile_id}", summary="A profile: identifiers, traits, activity")
 def get_profile(request: Request, principal: Reader, profile_id: str) -> Any:
     backend = _backend(request)
-    canonical = _canonical(backend, profile_id)
+    canonical = canonical_id(backend, profile_id)
     if canonical is None:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}; find one with GET /api/v1/profiles?email=...", field="profile_id")
     summary = _summary(backend, canonical)
@@ -247,10 +228,10 @@ def timeline(
     before: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
 ) -> Any:
     backend = _backend(request)
-    canonical = _canonical(backend, profile_id)
+    canonical = canonical_id(backend, profile_id)
     if canonical is None:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}", field="profile_id")
-    condition: exp.Expr = _in("profile_id", _members(backend, canonical))
+    condition: exp.Expr = _in("profile_id", member_ids(backend, canonical))
     if before:
         stamp, _, message_id = before.partition("|")
         try:
@@ -291,7 +272,7 @@ class NotMerged(TerminalError):
 @router.post("/{profile_id}/unmerge", summary="Split a wrongly merged profile back out")
 def unmerge(request: Request, principal: Writer, profile_id: str, body: UnmergeIn) -> Any:
     backend = _backend(request)
-    canonical = _canonical(backend, profile_id)
+    canonical = canonical_id(backend, profile_id)
     if canonical is None:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}", field="profile_id")
     request.app.state.collector.flush()  # every acknowledged event resolved first
