@@ -360,8 +360,75 @@ PRIVACY_AUDIT = Table(
     doc="Exports and erasures of personal data, without the personal data.",
 )
 
+# -- computed traits and segments ------------------------------------------------
+COMPUTED_TRAIT_DEFINITIONS = Table(
+    "computed_trait_definitions",
+    (
+        _c("name", T.STRING, False, "the trait's name (ComputedTrait.name)"),
+        _c("definition", T.JSON, False, "ComputedTrait.to_dict() as JSON"),
+        _c("created_at", T.TIMESTAMP, False),
+        _c("updated_at", T.TIMESTAMP, False),
+        _c("deleted", T.BOOL, False, "removed: no longer computed"),
+    ),
+    order_by=("name",),
+    key=("name",),
+    version="updated_at",
+    doc="Computed traits declared through the API (those of computed_traits_file live in the file).",
+)
+
+SEGMENTS = Table(
+    "segments",
+    (
+        _c("segment_id", T.STRING, False, "a slug: letters, digits, '_' and '-'"),
+        _c("name", T.STRING, False, "what marketers see"),
+        _c("description", T.STRING),
+        _c("definition", T.STRING, False, "the segment in the text form of the segment language"),
+        _c("tree", T.JSON, False, "the same definition as the JSON tree"),
+        _c("kind", T.LOW_CARD, False, "dynamic (kept up to date), static (a frozen list) or uploaded"),
+        _c("status", T.LOW_CARD, False, "active, or broken: it references a segment or trait that is gone"),
+        _c("problem", T.STRING, doc="why it is broken"),
+        _c("alerts", T.JSON, doc="size alerts: [{min_size?, drop_percent?, webhook?}]"),
+        _c("created_at", T.TIMESTAMP, False),
+        _c("updated_at", T.TIMESTAMP, False),
+        _c("deleted", T.BOOL, False),
+    ),
+    order_by=("segment_id",),
+    key=("segment_id",),
+    version="updated_at",
+    doc="Segment definitions.",
+)
+
+SEGMENT_MEMBERS = Table(
+    "segment_members",
+    (
+        _c("segment_id", T.STRING, False),
+        _c("profile_id", T.STRING, False, "a canonical profile id"),
+        _c("member", T.BOOL, False, "in the segment now; false once the profile left it"),
+        _c("since", T.TIMESTAMP, False, "when it last entered (or left, when member is false)"),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("segment_id", "profile_id"),
+    key=("segment_id", "profile_id"),
+    version="updated_at",
+    doc="Current membership of every segment; changes are also written as Segment Entered/Exited events.",
+)
+
+SEGMENT_SIZES = Table(
+    "segment_sizes",
+    (
+        _c("segment_id", T.STRING, False),
+        _c("at", T.TIMESTAMP, False),
+        _c("size", T.INT, False),
+        _c("entered", T.INT, False),
+        _c("exited", T.INT, False),
+        _c("trigger", T.LOW_CARD, False, "refresh (scheduled or full), realtime, create"),
+    ),
+    order_by=("segment_id", "at"),
+    doc="Size history of each segment.",
+)
+
 TABLES: tuple[Table, ...] = (
     EVENTS, ORDER_LINES, PRODUCTS, PRODUCT_CHANGES, QUARANTINE, CHECKPOINTS, API_KEYS,
     IDENTITIES, PROFILE_MAP, PROFILE_MERGES, IDENTITY_CONFLICTS, SUPPRESSIONS, MATCH_CANDIDATES,
-    ERASED_IDENTIFIERS, PRIVACY_AUDIT,
+    ERASED_IDENTIFIERS, PRIVACY_AUDIT, COMPUTED_TRAIT_DEFINITIONS, SEGMENTS, SEGMENT_MEMBERS, SEGMENT_SIZES,
 )
