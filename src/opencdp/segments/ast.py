@@ -230,8 +230,8 @@ class Arg:
     """One child or attribute of a node."""
 
     kind: str
-    """condition, conditions, measure, field, value, op, fn, events, window, duration, text,
-    int, step, steps"""
+    """condition, conditions, measure, field (an event field), trait (a trait path), value, op,
+    fn, events, window, duration, text, int, step, steps"""
     required: bool = True
     doc: str = ""
 
@@ -376,7 +376,7 @@ class Compare(Condition):
 
 class Trait(Measure):
     key = "trait"
-    args: ClassVar[dict[str, Arg]] = {"path": Arg("field", doc="the trait's name, or a path into it: address.city")}
+    args: ClassVar[dict[str, Arg]] = {"path": Arg("trait", doc="the trait's name, or a path into it: address.city")}
     doc = "The profile's latest value of a trait (last write wins by event time)."
 
 
@@ -422,13 +422,13 @@ class Aggregate(Measure):
 
 class Age(Measure):
     key = "age"
-    args: ClassVar[dict[str, Arg]] = {"path": Arg("field", doc="a date trait, e.g. birthday")}
+    args: ClassVar[dict[str, Arg]] = {"path": Arg("trait", doc="a date trait, e.g. birthday")}
     doc = "Whole years since a date trait (age from birthday)."
 
 
 class DaysUntil(Measure):
     key = "days_until"
-    args: ClassVar[dict[str, Arg]] = {"path": Arg("field", doc="a date trait, e.g. birthday")}
+    args: ClassVar[dict[str, Arg]] = {"path": Arg("trait", doc="a date trait, e.g. birthday")}
     doc = "Days until the next anniversary of a date trait (0 on the day): birthday in the next 7 days."
 
 
