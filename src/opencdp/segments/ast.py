@@ -50,10 +50,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opencdp.errors import TerminalError
 
@@ -170,7 +170,7 @@ class Window:
 
     def bounds(self, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime]:
         """``[start, end)`` plus ``now`` itself: events with ``start <= t <= now`` and ``t < until``."""
-        starts = [t for t in (self.since, self.last and now - self.last.delta) if t is not None]
+        starts = [t for t in (self.since, now - self.last.delta if self.last is not None else None) if t is not None]
         return (max(starts) if starts else None), now
 
     @property
@@ -258,6 +258,10 @@ class Node:
             object.__setattr__(self, name, value)
         self.validate()
 
+    if TYPE_CHECKING:  # arguments are set from ``args``; to the type checker they are Any
+
+        def __getattr__(self, name: str) -> Any: ...
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable; build a new node (replace)")
 
@@ -286,7 +290,7 @@ class Node:
         return type(self)(**{**dict(self.items()), **changes})
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and dict(self.items()) == dict(other.items())  # type: ignore[attr-defined]
+        return type(other) is type(self) and dict(self.items()) == dict(other.items())
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(_hashable(v) for _, v in self.items())))
@@ -506,13 +510,11 @@ def _where_fields_only(where: Any) -> None:
             raise SegmentError(f"`{node.key}` cannot be used inside where", field="where")
 
 
-NODES: dict[str, type[Node]] = {
-    cls.key: cls
-    for cls in (
-        And, Or, Not, Compare, Trait, Computed, Field, Aggregate, Age, DaysUntil, Step, Sequence, NotFollowed,
-        InSegment, Bucket,
-    )
-}
+_NODE_CLASSES: tuple[type[Node], ...] = (
+    And, Or, Not, Compare, Trait, Computed, Field, Aggregate, Age, DaysUntil, Step, Sequence, NotFollowed, InSegment,
+    Bucket,
+)
+NODES: dict[str, type[Node]] = {cls.key: cls for cls in _NODE_CLASSES}
 
 
 # -- queries over a tree --------------------------------------------------------------------
@@ -520,7 +522,7 @@ NODES: dict[str, type[Node]] = {
 
 def segments_used(tree: Node) -> set[str]:
     """Ids of the segments the tree refers to."""
-    return {n.segment for n in tree.walk() if isinstance(n, InSegment)}  # type: ignore[attr-defined]
+    return {n.segment for n in tree.walk() if isinstance(n, InSegment)}
 
 
 def params_used(tree: Node) -> set[str]:
@@ -539,7 +541,7 @@ def events_used(tree: Node) -> set[str] | None:
     names: set[str] = set()
     for node in tree.walk():
         if isinstance(node, Aggregate | Step):
-            event = node.event  # type: ignore[attr-defined]
+            event = node.event
             if event is None:
                 return None
             names.update(event)
@@ -601,5 +603,5 @@ def walk_values(tree: Node) -> Iterator[tuple[Node, str, Any]]:
                 yield node, name, value
 
 
-def conjuncts(tree: Node) -> Sequence[Node]:
-    return tree.conditions if isinstance(tree, And) else (tree,)  # type: ignore[attr-defined]
+def conjuncts(tree: Node) -> tuple[Node, ...]:
+    return tree.conditions if isinstance(tree, And) else (tree,)
