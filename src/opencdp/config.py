@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     wal_segment_bytes: int = Field(64 * 1024 * 1024, description="Size at which the write-ahead log starts a new file.")
     loader_batch_events: int = Field(50_000, description="Most events the loader moves into the store in one transaction.")
     loader_interval_s: float = Field(0.2, description="How often the loader looks for new write-ahead log entries (seconds).")
+    segment_realtime_interval_s: float = Field(
+        0.5,
+        description="How often the server re-evaluates, for the profiles that just had events, the segments those events "
+        "can change (seconds); 0 turns real-time segments off (memberships then change on refresh only).",
+    )
+    segment_refresh_short_s: float = Field(
+        300.0, description="How often segments with windows shorter than a day (`12h`, `ago(30m)`) are refreshed whole (seconds)."
+    )
+    segment_refresh_long_s: float = Field(
+        3600.0, description="How often other segments relative to now (`30d` windows, `ago(365d)`, ages) are refreshed whole (seconds)."
+    )
     computed_traits_file: Path | None = Field(
         None,
         description="TOML or JSON file of computed traits (`[[traits]]` tables, see `opencdp.profiles.computed`), "

@@ -15,7 +15,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import pyarrow as pa
 
 from opencdp.identity.stage import stage_for
 from opencdp.ingest.decode import decode
@@ -59,6 +62,8 @@ class Loader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one step at a time: the thread, drain() and shutdown
+        self.listeners: list[Callable[[pa.Table], None]] = []
+        """Called with each stored batch's events (real-time segments); a failing listener never stops loading."""
 
     @property
     def lag_bytes(self) -> int:
@@ -89,6 +94,11 @@ class Loader:
         self.stats.duplicates += result.duplicates
         self.stats.quarantined += result.quarantined
         self.stats.batches += 1
+        for listener in self.listeners:
+            try:
+                listener(event_table)
+            except Exception:
+                log.exception("loader listener %r failed", listener)
         return result
 
     def drain(self) -> None:

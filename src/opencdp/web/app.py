@@ -13,6 +13,7 @@ from opencdp import __version__
 from opencdp.config import Settings
 from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
+from opencdp.segments.realtime import RealtimeSegments
 from opencdp.storage.base import Backend
 from opencdp.web import admin, consent, errors, identity, imports, privacy, profiles, tracking
 from opencdp.web.admission import TrackingAdmission
@@ -32,13 +33,24 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         if store.settings is None:
             store.settings = settings  # the pipeline's stages read theirs from the store
         collector = Collector(settings, store, fsync=fsync)
+        realtime = RealtimeSegments(
+            store,
+            interval_s=settings.segment_realtime_interval_s,
+            short_every=settings.segment_refresh_short_s,
+            long_every=settings.segment_refresh_long_s,
+        )
+        collector.loader.listeners.append(realtime.observe)
         app.state.backend = store
         app.state.collector = collector
+        app.state.segments = realtime
         app.state.keys = KeyRing(store)
         await collector.start()
+        if settings.segment_realtime_interval_s > 0:
+            realtime.start()
         try:
             yield
         finally:
+            realtime.stop()
             await collector.close()
             if owns_backend:
                 store.close()

@@ -1,0 +1,210 @@
+"""Keep segment memberships in the store, and write every change as an event.
+
+``refresh`` evaluates a segment (all profiles, or only some) with the SQL compiler,
+compares the result with ``segment_members`` and writes the difference: membership
+rows, one ``Segment Entered`` / ``Segment Exited`` event per change (with the reason,
+for trigger scenarios), a ``segment_sizes`` point, and size alerts. The real-time
+evaluator and the scheduled refresh both go through it, so there is one semantics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from opencdp.segments.sql import Catalogue, members
+from opencdp.segments.store import DYNAMIC, Segment, catalogue
+from opencdp.storage.base import Backend, LoadBatch
+from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP, SEGMENT_MEMBERS, SEGMENT_SIZES
+
+log = logging.getLogger(__name__)
+ENTERED, EXITED = "Segment Entered", "Segment Exited"
+
+
+@dataclass
+class Change:
+    segment_id: str
+    entered: list[str] = field(default_factory=list)
+    exited: list[str] = field(default_factory=list)
+    size: int = 0
+    alerts: list[str] = field(default_factory=list)
+
+
+def stored_members(backend: Backend, segment_id: str, profiles: Iterable[str] | None = None) -> set[str]:
+    """Profiles in the segment now, per ``segment_members`` (optionally only among ``profiles``)."""
+    conditions: list[exp.Expr] = [
+        exp.column("segment_id").eq(exp.Literal.string(segment_id)),
+        exp.column("member").eq(exp.true()),
+    ]
+    if profiles is not None:
+        ids = [exp.Literal.string(p) for p in profiles]
+        if not ids:
+            return set()
+        conditions.append(exp.In(this=exp.column("profile_id"), expressions=ids))
+    query = exp.select("profile_id").from_(backend.table_ref(SEGMENT_MEMBERS)).where(exp.and_(*conditions))
+    return {str(p) for p in backend.select(query).column("profile_id").to_pylist()}
+
+
+def size(backend: Backend, segment_id: str) -> int:
+    query = (
+        exp.select(exp.Count(this=exp.Star()))
+        .from_(backend.table_ref(SEGMENT_MEMBERS))
+        .where(exp.and_(exp.column("segment_id").eq(exp.Literal.string(segment_id)), exp.column("member").eq(exp.true())))
+    )
+    return int(backend.scalar(query) or 0)
+
+
+def canonical(backend: Backend, profile_ids: Iterable[str]) -> dict[str, str]:
+    """Each id -> the profile it is part of now (itself when never merged)."""
+    ids = sorted(set(profile_ids))
+    if not ids:
+        return {}
+    query = (
+        exp.select("profile_id", "canonical_id")
+        .from_(backend.table_ref(PROFILE_MAP))
+        .where(exp.In(this=exp.column("profile_id"), expressions=[exp.Literal.string(i) for i in ids]))
+    )
+    found = {r["profile_id"]: r["canonical_id"] for r in backend.rows(query)}
+    return {i: found.get(i, i) for i in ids}
+
+
+def refresh(
+    backend: Backend,
+    segment: Segment,
+    now: dt.datetime,
+    *,
+    profiles: Sequence[str] | None = None,
+    reason: str = "refresh",
+    known: Catalogue | None = None,
+    alerts: bool = True,
+) -> Change:
+    """Evaluate ``segment`` (for ``profiles`` only, when given) and store the difference."""
+    if segment.kind != DYNAMIC or segment.tree is None:
+        return Change(segment.segment_id, size=size(backend, segment.segment_id))
+    known = known or catalogue(backend)
+    if profiles is None:
+        now_in = members(backend, segment.tree, now, catalogue=known)
+        before = stored_members(backend, segment.segment_id)
+    else:
+        ids = canonical(backend, profiles)
+        current = sorted(set(ids.values()))
+        now_in = members(backend, segment.tree, now, catalogue=known, profiles=current)
+        # merged-away ids are looked at too, so that they leave the segment
+        before = stored_members(backend, segment.segment_id, set(ids) | set(current))
+    change = Change(segment.segment_id, sorted(now_in - before), sorted(before - now_in))
+    write_changes(backend, segment, change, now, reason)
+    change.size = size(backend, segment.segment_id)
+    if profiles is None or change.entered or change.exited:
+        previous = last_size(backend, segment.segment_id)
+        _record_size(backend, segment.segment_id, now, change, "refresh" if profiles is None else "realtime")
+        if alerts:
+            change.alerts = check_alerts(segment, previous, change.size)
+    return change
+
+
+def write_changes(backend: Backend, segment: Segment, change: Change, now: dt.datetime, reason: str) -> None:
+    """Membership rows and Segment Entered / Exited events for a change."""
+    if not change.entered and not change.exited:
+        return
+    rows = [
+        {"segment_id": segment.segment_id, "profile_id": p, "member": member, "since": now, "updated_at": now}
+        for member, ids in ((True, change.entered), (False, change.exited))
+        for p in ids
+    ]
+    backend.upsert(SEGMENT_MEMBERS, pa.Table.from_pylist(rows, schema=SEGMENT_MEMBERS.arrow_schema))
+    events = [
+        _event(segment, profile, name, now, reason)
+        for name, ids in ((ENTERED, change.entered), (EXITED, change.exited))
+        for profile in ids
+    ]
+    backend.load(LoadBatch(pa.Table.from_pylist(events, schema=EVENTS.arrow_schema), ORDER_LINES.empty()))
+
+
+def _event(segment: Segment, profile: str, name: str, now: dt.datetime, reason: str) -> dict[str, Any]:
+    key = f"{segment.segment_id}|{profile}|{name}|{now.isoformat()}"
+    properties = {"segment_id": segment.segment_id, "segment_name": segment.name, "reason": reason}
+    return {
+        "message_id": "seg-" + hashlib.sha1(key.encode()).hexdigest()[:24],
+        "type": "track",
+        "event": name,
+        "timestamp": now,
+        "received_at": now,
+        "source": "segments",
+        "channel": "system",
+        "properties": json.dumps(properties, ensure_ascii=False),
+        "lsn": 0,
+        "profile_id": profile,
+    }
+
+
+def last_size(backend: Backend, segment_id: str) -> int | None:
+    query = (
+        exp.select("size")
+        .from_(SEGMENT_SIZES.name)
+        .where(exp.column("segment_id").eq(exp.Literal.string(segment_id)))
+        .order_by(exp.Ordered(this=exp.column("at"), desc=True))
+        .limit(1)
+    )
+    value = backend.scalar(query)
+    return int(value) if value is not None else None
+
+
+def _record_size(backend: Backend, segment_id: str, now: dt.datetime, change: Change, trigger: str) -> None:
+    row = {
+        "segment_id": segment_id,
+        "at": now,
+        "size": change.size,
+        "entered": len(change.entered),
+        "exited": len(change.exited),
+        "trigger": trigger,
+    }
+    backend.insert(SEGMENT_SIZES.name, pa.Table.from_pylist([row], schema=SEGMENT_SIZES.arrow_schema))
+
+
+def history(backend: Backend, segment_id: str, since: dt.datetime | None = None) -> list[dict[str, Any]]:
+    conditions: list[exp.Expr] = [exp.column("segment_id").eq(exp.Literal.string(segment_id))]
+    if since is not None:
+        conditions.append(exp.GTE(this=exp.column("at"), expression=exp.cast(exp.Literal.string(since.isoformat()), exp.DataType.build("TIMESTAMP"))))
+    query = exp.select("at", "size", "entered", "exited", "trigger").from_(SEGMENT_SIZES.name).where(exp.and_(*conditions)).order_by("at")
+    return backend.rows(query)
+
+
+def check_alerts(segment: Segment, previous: int | None, current: int) -> list[str]:
+    """Messages of the alerts that fire at this size; each is logged and sent to its webhook."""
+    fired: list[str] = []
+    for alert in segment.alerts:
+        message = None
+        if alert.min_size is not None and current < alert.min_size and (previous is None or previous >= alert.min_size):
+            message = f"segment {segment.segment_id} has {current} members, below its alert of {alert.min_size}"
+        elif alert.drop_percent is not None and previous and current < previous * (1 - alert.drop_percent / 100):
+            drop = 100 * (previous - current) / previous
+            message = f"segment {segment.segment_id} fell {drop:.1f}% ({previous} -> {current}), more than its alert of {alert.drop_percent:g}%"
+        if message is None:
+            continue
+        fired.append(message)
+        log.warning(message)
+        if alert.webhook:
+            body = {"segment_id": segment.segment_id, "size": current, "previous": previous, "message": message}
+            threading.Thread(target=_post, args=(alert.webhook, body), daemon=True).start()
+    return fired
+
+
+def _post(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except OSError as error:
+        log.warning("segment alert webhook %s failed: %s", url, error)

@@ -1,0 +1,197 @@
+"""Real-time segment membership: every loaded event re-evaluates the segments it can change.
+
+The loader hands each stored batch to ``RealtimeSegments.observe`` (cheap: it only notes
+which profiles had which events). A background thread then, every ``interval_s``,
+re-evaluates for just those profiles the segments that depend on those events (or on
+traits, or on any event) and writes the changes through ``membership.refresh``.
+Segments whose conditions are relative to now (``30d`` windows, ``ago``, sequences with
+``within``) are also refreshed whole on a schedule, so people leave a "last 30 days"
+segment when the window passes: every ``short_every`` for windows under a day,
+every ``long_every`` otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from opencdp.segments.ast import Node, events_used, segments_used, shortest_window
+from opencdp.segments.membership import ENTERED, EXITED, Change, refresh
+from opencdp.segments.sql import Catalogue
+from opencdp.segments.store import ACTIVE, DYNAMIC, Segment, catalogue, list_segments
+from opencdp.storage.base import Backend
+
+log = logging.getLogger(__name__)
+_OWN_EVENTS = {ENTERED, EXITED}
+
+
+def dependencies(tree: Node, known: Catalogue, seen: frozenset[str] = frozenset()) -> set[str] | None:
+    """Event names that can change the tree's value, through referenced segments too; None: any event."""
+    names = events_used(tree)
+    if names is None:
+        return None
+    for other in segments_used(tree) - seen:
+        inner = known.segments.get(other)
+        if inner is None:
+            continue  # a static list changes only when it is edited
+        found = dependencies(inner, known, seen | {other})
+        if found is None:
+            return None
+        names |= found
+    return names
+
+
+def refresh_period(tree: Node, short_every: float, long_every: float, known: Catalogue) -> float | None:
+    """Seconds between scheduled full refreshes; None: time alone never changes membership."""
+    spans = [s for s in _spans(tree, known, frozenset()) if s is not None]
+    if not spans:
+        return None
+    return short_every if min(spans) < dt.timedelta(days=1) else long_every
+
+
+def _spans(tree: Node, known: Catalogue, seen: frozenset[str]) -> list[dt.timedelta | None]:
+    spans = [shortest_window(tree)]
+    for other in segments_used(tree) - seen:
+        inner = known.segments.get(other)
+        if inner is not None:
+            spans += _spans(inner, known, seen | {other})
+    return spans
+
+
+@dataclass
+class RealtimeStats:
+    ticks: int = 0
+    evaluations: int = 0
+    entered: int = 0
+    exited: int = 0
+    scheduled: int = 0
+    last_error: str | None = None
+    lag_s: list[float] = field(default_factory=list)
+    """Seconds from observing an event to its membership change being stored (the last 1000)."""
+
+
+class RealtimeSegments:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        interval_s: float = 0.5,
+        short_every: float = 300.0,
+        long_every: float = 3600.0,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.backend = backend
+        self.interval_s = interval_s
+        self.short_every = short_every
+        self.long_every = long_every
+        self.clock = clock
+        self.stats = RealtimeStats()
+        self._touched: dict[str, set[str]] = {}
+        self._observed_at: float | None = None
+        self._lock = threading.Lock()
+        self._last_full: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # called by the loader, after each stored batch --------------------------------------
+    def observe(self, events: pa.Table) -> None:
+        if events.num_rows == 0 or "profile_id" not in events.column_names:
+            return
+        profiles = events.column("profile_id").to_pylist()
+        names = events.column("event").to_pylist()
+        types = events.column("type").to_pylist()
+        with self._lock:
+            for profile, name, kind in zip(profiles, names, types, strict=True):
+                if profile is None or name in _OWN_EVENTS:
+                    continue
+                self._touched.setdefault(profile, set()).add(name or f"<{kind}>")
+            if self._observed_at is None and self._touched:
+                self._observed_at = time.monotonic()
+
+    # one pass ---------------------------------------------------------------------------
+    def tick(self, now: dt.datetime | None = None, *, scheduled: bool = True) -> list[Change]:
+        """Evaluate what the observed events may have changed, and the segments due a scheduled refresh."""
+        with self._lock:
+            touched, self._touched = self._touched, {}
+            observed_at, self._observed_at = self._observed_at, None
+        now = now or self.clock()
+        try:
+            segments = [s for s in list_segments(self.backend) if s.kind == DYNAMIC and s.status == ACTIVE and s.tree is not None]
+            if not segments:
+                return []
+            known = catalogue(self.backend)
+            changes: list[Change] = []
+            for segment in segments:
+                assert segment.tree is not None
+                profiles = self._affected(segment, touched, known)
+                if profiles:
+                    seen = sorted({n for p in profiles for n in touched[p]})
+                    changes.append(self._refresh(segment, now, known, profiles=profiles, reason="event: " + ", ".join(seen[:5])))
+        except Exception:
+            with self._lock:  # evaluated again on the next tick (refresh is idempotent)
+                for profile, names in touched.items():
+                    self._touched.setdefault(profile, set()).update(names)
+                if self._observed_at is None:
+                    self._observed_at = observed_at
+            raise
+        if observed_at is not None and any(c.entered or c.exited for c in changes):
+            self.stats.lag_s = [*self.stats.lag_s[-999:], time.monotonic() - observed_at]
+        if scheduled:
+            changes += self.scheduled(now, known, segments)
+        self.stats.ticks += 1
+        return changes
+
+    def scheduled(self, now: dt.datetime, known: Catalogue, segments: list[Segment]) -> list[Change]:
+        changes: list[Change] = []
+        clock = time.monotonic()
+        for segment in segments:
+            assert segment.tree is not None
+            period = refresh_period(segment.tree, self.short_every, self.long_every, known)
+            last = self._last_full.get(segment.segment_id)
+            if last is None:
+                self._last_full[segment.segment_id] = clock  # created or seen just now: its save evaluated it
+                continue
+            if period is not None and clock - last >= period:
+                self._last_full[segment.segment_id] = clock
+                self.stats.scheduled += 1
+                changes.append(self._refresh(segment, now, known, profiles=None, reason="time window"))
+        return changes
+
+    def _affected(self, segment: Segment, touched: dict[str, set[str]], known: Catalogue) -> list[str]:
+        assert segment.tree is not None
+        needs = dependencies(segment.tree, known)
+        if needs is None:
+            return sorted(touched)
+        return sorted(p for p, names in touched.items() if names & needs)
+
+    def _refresh(self, segment: Segment, now: dt.datetime, known: Catalogue, *, profiles: list[str] | None, reason: str) -> Change:
+        change = refresh(self.backend, segment, now, profiles=profiles, reason=reason, known=known)
+        self.stats.evaluations += 1
+        self.stats.entered += len(change.entered)
+        self.stats.exited += len(change.exited)
+        return change
+
+    # background thread ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="segments", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.tick()
+                self.stats.last_error = None
+            except Exception as error:  # keep going: the next tick retries what is still touched
+                self.stats.last_error = f"{type(error).__name__}: {error}"
+                log.exception("real-time segment evaluation failed")
