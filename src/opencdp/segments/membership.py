@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
+from opencdp.segments.ast import params_used
 from opencdp.segments.sql import Catalogue, members
 from opencdp.segments.store import DYNAMIC, Segment, catalogue
 from opencdp.storage.base import Backend, LoadBatch
@@ -38,6 +39,8 @@ class Change:
     exited: list[str] = field(default_factory=list)
     size: int = 0
     alerts: list[str] = field(default_factory=list)
+    parametric: bool = False
+    """The segment has ``$parameters``: its members depend on the binding, so none are stored."""
 
 
 def stored_members(backend: Backend, segment_id: str, profiles: Iterable[str] | None = None) -> set[str]:
@@ -87,10 +90,18 @@ def refresh(
     reason: str = "refresh",
     known: Catalogue | None = None,
     alerts: bool = True,
+    evaluate_on: Backend | None = None,
 ) -> Change:
-    """Evaluate ``segment`` (for ``profiles`` only, when given) and store the difference."""
+    """Evaluate ``segment`` (for ``profiles`` only, when given) and store the difference.
+
+    ``evaluate_on``: a store holding (at least) all rows of ``profiles`` to evaluate on
+    instead of ``backend`` (the real-time path's small in-memory copy); memberships are
+    read from and written to ``backend`` either way.
+    """
     if segment.kind != DYNAMIC or segment.tree is None:
         return Change(segment.segment_id, size=size(backend, segment.segment_id))
+    if params_used(segment.tree):  # evaluated per binding (preview, triggers), never materialised
+        return Change(segment.segment_id, parametric=True)
     known = known or catalogue(backend)
     if profiles is None:
         now_in = members(backend, segment.tree, now, catalogue=known)
@@ -98,7 +109,7 @@ def refresh(
     else:
         ids = canonical(backend, profiles)
         current = sorted(set(ids.values()))
-        now_in = members(backend, segment.tree, now, catalogue=known, profiles=current)
+        now_in = members(evaluate_on or backend, segment.tree, now, catalogue=known, profiles=current)
         # merged-away ids are looked at too, so that they leave the segment
         before = stored_members(backend, segment.segment_id, set(ids) | set(current))
     change = Change(segment.segment_id, sorted(now_in - before), sorted(before - now_in))
@@ -106,10 +117,19 @@ def refresh(
     change.size = size(backend, segment.segment_id)
     if profiles is None or change.entered or change.exited:
         previous = last_size(backend, segment.segment_id)
-        _record_size(backend, segment.segment_id, now, change, "refresh" if profiles is None else "realtime")
+        record_size(backend, segment.segment_id, now, change, "refresh" if profiles is None else "realtime")
         if alerts:
             change.alerts = check_alerts(segment, previous, change.size)
     return change
+
+
+def clear(backend: Backend, segment_id: str, now: dt.datetime) -> int:
+    """Mark every member of a deleted segment as gone (no events), so an id used again starts empty."""
+    ids = sorted(stored_members(backend, segment_id))
+    if ids:
+        rows = [{"segment_id": segment_id, "profile_id": p, "member": False, "since": now, "updated_at": now} for p in ids]
+        backend.upsert(SEGMENT_MEMBERS, pa.Table.from_pylist(rows, schema=SEGMENT_MEMBERS.arrow_schema))
+    return len(ids)
 
 
 def write_changes(backend: Backend, segment: Segment, change: Change, now: dt.datetime, reason: str) -> None:
@@ -159,7 +179,7 @@ def last_size(backend: Backend, segment_id: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def _record_size(backend: Backend, segment_id: str, now: dt.datetime, change: Change, trigger: str) -> None:
+def record_size(backend: Backend, segment_id: str, now: dt.datetime, change: Change, trigger: str) -> None:
     row = {
         "segment_id": segment_id,
         "at": now,

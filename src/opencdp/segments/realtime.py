@@ -20,12 +20,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+from sqlglot import exp
 
 from opencdp.segments.ast import Node, events_used, segments_used, shortest_window
-from opencdp.segments.membership import ENTERED, EXITED, Change, refresh
+from opencdp.segments.membership import ENTERED, EXITED, Change, canonical, refresh
 from opencdp.segments.sql import Catalogue
 from opencdp.segments.store import ACTIVE, DYNAMIC, Segment, catalogue, list_segments
 from opencdp.storage.base import Backend
+from opencdp.storage.schema import (
+    EVENTS,
+    ORDER_LINES,
+    PRODUCT_CHANGES,
+    PRODUCTS,
+    PROFILE_MAP,
+    SEGMENT_MEMBERS,
+    Table,
+)
 
 log = logging.getLogger(__name__)
 _OWN_EVENTS = {ENTERED, EXITED}
@@ -98,6 +108,7 @@ class RealtimeSegments:
         self._last_full: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._scratch: Backend | None = None
 
     # called by the loader, after each stored batch --------------------------------------
     def observe(self, events: pa.Table) -> None:
@@ -127,12 +138,14 @@ class RealtimeSegments:
                 return []
             known = catalogue(self.backend)
             changes: list[Change] = []
-            for segment in segments:
-                assert segment.tree is not None
-                profiles = self._affected(segment, touched, known)
-                if profiles:
+            due = [(segment, self._affected(segment, touched, known)) for segment in segments]
+            due = [(segment, profiles) for segment, profiles in due if profiles]
+            if due:
+                scratch = self.copy_profiles(sorted({p for _, profiles in due for p in profiles}))
+                for segment, profiles in due:
                     seen = sorted({n for p in profiles for n in touched[p]})
-                    changes.append(self._refresh(segment, now, known, profiles=profiles, reason="event: " + ", ".join(seen[:5])))
+                    reason = "event: " + ", ".join(seen[:5])
+                    changes.append(self._refresh(segment, now, known, profiles=profiles, reason=reason, evaluate_on=scratch))
         except Exception:
             with self._lock:  # evaluated again on the next tick (refresh is idempotent)
                 for profile, names in touched.items():
@@ -170,8 +183,47 @@ class RealtimeSegments:
             return sorted(touched)
         return sorted(p for p, names in touched.items() if names & needs)
 
-    def _refresh(self, segment: Segment, now: dt.datetime, known: Catalogue, *, profiles: list[str] | None, reason: str) -> Change:
-        change = refresh(self.backend, segment, now, profiles=profiles, reason=reason, known=known)
+    def copy_profiles(self, profiles: list[str]) -> Backend:
+        """A small in-memory store with every row of these profiles (and the catalogue): one scan of the
+        big store per tick, then each segment is evaluated on the copy in milliseconds."""
+        from opencdp.storage.duckdb import DuckDBBackend
+
+        if self._scratch is None:
+            self._scratch = DuckDBBackend(":memory:")
+            self._scratch.create_schema()
+        scratch = self._scratch
+        ids = canonical(self.backend, profiles)
+        current = sorted(set(ids.values()))
+        literal = [exp.Literal.string(p) for p in current]
+        redirects = exp.select("profile_id").from_(self.backend.table_ref(PROFILE_MAP)).where(exp.In(this=exp.column("canonical_id"), expressions=literal))
+        member_ids = {str(p) for p in self.backend.select(redirects).column("profile_id").to_pylist()} | set(current)
+        in_members = exp.In(this=exp.column("profile_id"), expressions=[exp.Literal.string(p) for p in sorted(member_ids)])
+        copies: list[tuple[Table, exp.Expression | None]] = [
+            (EVENTS, in_members),
+            (ORDER_LINES, in_members.copy()),
+            (PROFILE_MAP, in_members.copy()),
+            (SEGMENT_MEMBERS, exp.In(this=exp.column("profile_id"), expressions=[value.copy() for value in literal])),
+            (PRODUCTS, None),
+            (PRODUCT_CHANGES, None),
+        ]
+        for table, where in copies:
+            rows = self.backend.current(table, where)
+            scratch.execute(f'DELETE FROM "{table.name}"')
+            if rows.num_rows:
+                scratch.insert(table.name, rows)
+        return scratch
+
+    def _refresh(
+        self,
+        segment: Segment,
+        now: dt.datetime,
+        known: Catalogue,
+        *,
+        profiles: list[str] | None,
+        reason: str,
+        evaluate_on: Backend | None = None,
+    ) -> Change:
+        change = refresh(self.backend, segment, now, profiles=profiles, reason=reason, known=known, evaluate_on=evaluate_on)
         self.stats.evaluations += 1
         self.stats.entered += len(change.entered)
         self.stats.exited += len(change.exited)
