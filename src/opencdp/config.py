@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         "opencdp", description="Database holding the tables on ClickHouse engines (chdb; clickhouse when the URL names none)."
     )
     duckdb_memory_limit: str = Field(
-        "256MB", description="Most memory the embedded DuckDB store may use for its buffers (DuckDB size syntax, e.g. 512MB, 4GB)."
+        "1GB",
+        description="Most memory the embedded DuckDB store may use for its buffers (DuckDB size syntax, e.g. 512MB, 4GB). "
+        "Indexes count against it and stay in memory once used: about 360 bytes per profile (identities and profile_map), "
+        "so 1M profiles take ~360MB; a larger store needs a larger limit (or ClickHouse).",
     )
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(8000, description="Port the HTTP server listens on.")

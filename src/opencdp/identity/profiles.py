@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlglot import exp
 
-from opencdp.storage.base import Backend
+from opencdp.storage.base import Backend, param
 from opencdp.storage.schema import PROFILE_MAP
 
 _CHUNK = 2000  # profile ids per query: keeps IN lists a reasonable size
@@ -45,11 +45,43 @@ def members_of(backend: Backend, canonical: Sequence[str]) -> dict[str, str]:
     return found
 
 
+def _canonical_query(backend: Backend) -> exp.Expression:
+    return (
+        exp.select("canonical_id")
+        .from_(backend.table_ref(PROFILE_MAP))
+        .where(exp.column("profile_id").isin(param("profile_id")))  # IN: DuckDB's key lookup is faster than with =
+    )
+
+
+def _members_query(backend: Backend) -> exp.Expression:
+    return exp.select("profile_id").from_(backend.table_ref(PROFILE_MAP)).where(exp.column("canonical_id").eq(param("canonical")))
+
+
 def canonical_id(backend: Backend, profile_id: str) -> str | None:
     """The profile ``profile_id`` is now part of; None for an id never issued."""
-    return canonical_ids(backend, [profile_id]).get(profile_id)
+    found = backend.run(_canonical_query, profile_id=profile_id).column(0).to_pylist()
+    return str(found[0]) if found else None
 
 
 def member_ids(backend: Backend, canonical: str) -> list[str]:
-    """The canonical id and every id merged into it, sorted."""
-    return sorted(members_of(backend, [canonical]))
+    """The canonical id and every id merged into it, sorted (one read of the canonical_id index).
+
+    Without ``canonical`` itself among profile_map's rows for it, ``canonical`` is not
+    (or no longer) a surviving profile; the list then holds only it.
+    """
+    found = {str(p) for p in backend.run(_members_query, canonical=canonical).column(0).to_pylist()}
+    return sorted(found | {canonical})
+
+
+
+def resolve(backend: Backend, profile_id: str) -> tuple[str, list[str]] | None:
+    """The profile ``profile_id`` is now part of, with all its ids (as ``member_ids``); None for an id never issued.
+
+    One index read when ``profile_id`` is itself a surviving profile (the usual case:
+    identities are re-owned by the survivor of a merge), three otherwise.
+    """
+    found = {str(p) for p in backend.run(_members_query, canonical=profile_id).column(0).to_pylist()}
+    if profile_id in found:
+        return profile_id, sorted(found)
+    canonical = canonical_id(backend, profile_id)
+    return (canonical, member_ids(backend, canonical)) if canonical is not None else None

@@ -12,14 +12,24 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 
-from opencdp.storage.schema import CHECKPOINTS, TABLES, Column, Table
+from opencdp.storage.schema import CHECKPOINTS, TABLES, Column, T, Table
+
+QueryBuilder = Callable[["Backend"], exp.Expression]
+"""Builds a query for a backend (using its ``table_ref``), with ``param`` placeholders for values."""
+
+_PARAM_TYPES = {T.STRING: "text", T.INT: "bigint", T.FLOAT: "double", T.BOOL: "boolean"}
+
+
+def param(name: str, type: T = T.STRING) -> exp.Placeholder:
+    """A named query parameter: ``$name`` on DuckDB, ``{name: String}`` on ClickHouse (which needs the type)."""
+    return exp.Placeholder(this=name, kind=exp.DataType.build(_PARAM_TYPES[type], nullable=False))
 
 
 @dataclass(frozen=True)
@@ -114,13 +124,19 @@ class Backend(ABC):
 
     # -- shared behaviour ----------------------------------------------------
     def create_schema(self) -> None:
-        """Create missing tables, and add columns a newer version declares to existing ones."""
+        """Create missing tables, and add columns and indexes a newer version declares to existing ones."""
         for table in TABLES:
             self.execute(self.create_table_sql(table))
             present = self.column_names(table.name)
             for column in table.columns:
                 if column.name not in present:
                     self.execute(self.add_column_sql(table, column))
+            if table.indexes:
+                self.create_indexes(table)
+
+    @abstractmethod
+    def create_indexes(self, table: Table) -> None:
+        """Create the secondary indexes ``table.indexes`` declares that the stored table lacks."""
 
     @abstractmethod
     def column_names(self, table: str) -> set[str]:
@@ -143,6 +159,22 @@ class Backend(ABC):
     def select(self, expression: exp.Expression) -> pa.Table:
         """Run a sqlglot query expression rendered for this engine."""
         return self.query_arrow(self.render(expression))
+
+    def prepared(self, build: QueryBuilder) -> str:
+        """The text of ``build(self)``, built and rendered once per backend.
+
+        For queries run often with different values (``param`` placeholders): rendering
+        with sqlglot costs more than DuckDB takes to answer a point read.
+        """
+        cache: dict[QueryBuilder, str] = self.__dict__.setdefault("_prepared", {})
+        text = cache.get(build)
+        if text is None:
+            text = cache[build] = self.render(build(self))
+        return text
+
+    def run(self, build: QueryBuilder, **params: Any) -> pa.Table:
+        """Run the ``prepared`` query ``build`` with its parameters' values."""
+        return self.query_arrow(self.prepared(build), params)
 
     def rows(self, sql: str | exp.Expression, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         text = sql if isinstance(sql, str) else self.render(sql)

@@ -15,7 +15,18 @@ from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
 from opencdp.segments.realtime import RealtimeSegments
 from opencdp.storage.base import Backend
-from opencdp.web import admin, consent, errors, identity, imports, privacy, profiles, segments, tracking
+from opencdp.web import (
+    admin,
+    consent,
+    errors,
+    identity,
+    imports,
+    privacy,
+    profiles,
+    segments,
+    tracking,
+    traits,
+)
 from opencdp.web.admission import TrackingAdmission
 
 
@@ -82,6 +93,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(identity.router)
     app.include_router(consent.router)
     app.include_router(segments.router)
+    app.include_router(traits.router)
 
     @app.get("/health", tags=["admin"], summary="Liveness")
     def health() -> dict[str, str]:

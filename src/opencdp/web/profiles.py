@@ -11,17 +11,16 @@ and events are stored in (event, timestamp) order, not by profile: each read sca
 whole ``profile_id`` column (about 0.3 s for one profile among 10M events on two
 cores, benchmarks/bench_profiles.py), and no cheap predicate narrows it, since a
 profile's events are spread over every row group and min/max statistics skip nothing.
-So the lookup reads events only when asked to. Its own reads are key lookups
-(identifier, profile_map) plus two reverse reads, identifiers by profile and merged
-ids by survivor, which scan identities and profile_map while those columns have no
-index (about 70 ms at 1M profiles).
+So the lookup reads events only when asked to. Its own reads are point reads by
+indexed columns: the identifier (the key of ``identities``), the ids merged into the
+profile (``profile_map.canonical_id``) and the profile's identifiers
+(``identities.profile_id``), each one prepared query with parameters, rendered once
+(rendering with sqlglot costs more than DuckDB takes to answer them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
-from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -40,11 +39,12 @@ from opencdp.identity.identifiers import (
     Unusable,
     normalise,
 )
-from opencdp.identity.profiles import canonical_id, member_ids
+from opencdp.identity.profiles import canonical_id, resolve
 from opencdp.identity.stage import stage_for
 from opencdp.privacy.mask import mask_identifier
-from opencdp.profiles.computed import BUILTIN, ComputedTrait, evaluate, load_traits
-from opencdp.storage.base import Backend
+from opencdp.profiles.computed import evaluate
+from opencdp.profiles.definitions import all_traits
+from opencdp.storage.base import Backend, param
 from opencdp.storage.schema import IDENTITIES
 from opencdp.web.auth import AuthRoute, Principal, require_scope
 
@@ -70,29 +70,38 @@ def _backend(request: Request) -> Backend:
     return backend
 
 
-def _identifiers(backend: Backend, canonical: str) -> list[dict[str, Any]]:
-    query = (
+def _identifiers_query(backend: Backend) -> exp.Expression:
+    return (
         exp.select("kind", "value", "first_seen")
         .from_(backend.table_ref(IDENTITIES))
-        .where(exp.column("profile_id").eq(exp.Literal.string(canonical)).and_(exp.column("deleted").not_()))
+        .where(exp.column("profile_id").eq(param("profile_id")).and_(exp.column("deleted").not_()))
         .order_by("kind", "value")
     )
-    return backend.select(query).to_pylist()
+
+
+def _owner_query(backend: Backend) -> exp.Expression:
+    return (
+        exp.select("profile_id")
+        .from_(backend.table_ref(IDENTITIES))
+        .where(exp.column("identifier").eq(param("identifier")).and_(exp.column("deleted").not_()))
+    )
+
+
+def _identifiers(backend: Backend, canonical: str) -> list[dict[str, Any]]:
+    return backend.run(_identifiers_query, profile_id=canonical).to_pylist()
 
 
 def _in(column: str, values: list[str]) -> exp.Expression:
     return exp.column(column).isin(*(exp.Literal.string(v) for v in values))
 
 
-def _identity(backend: Backend, canonical: str) -> tuple[dict[str, Any], list[str]]:
-    """The profile's id, merged ids and identifiers (no events read), and all its ids."""
-    members = member_ids(backend, canonical)
-    found = {
+def _identity(backend: Backend, canonical: str, members: list[str]) -> dict[str, Any]:
+    """The profile's id, merged ids and identifiers (no events read)."""
+    return {
         "profile_id": canonical,
         "merged_ids": [m for m in members if m != canonical],
         "identifiers": _identifiers(backend, canonical),
     }
-    return found, members
 
 
 def _activity(backend: Backend, members: list[str]) -> dict[str, Any]:
@@ -109,9 +118,8 @@ def _activity(backend: Backend, members: list[str]) -> dict[str, Any]:
     return {"traits": _latest_traits(backend, members), **activity}
 
 
-def _summary(backend: Backend, canonical: str) -> dict[str, Any]:
-    found, members = _identity(backend, canonical)
-    return {**found, **_activity(backend, members)}
+def _summary(backend: Backend, canonical: str, members: list[str]) -> dict[str, Any]:
+    return {**_identity(backend, canonical, members), **_activity(backend, members)}
 
 
 def _latest_traits(backend: Backend, members: list[str]) -> dict[str, Any]:
@@ -179,16 +187,12 @@ def lookup(
         reason = identifier.reason if isinstance(identifier, Unusable) else "empty"
         raise BadLookup(f"`{name}` {raw[:80]!r} is not a usable {name} ({reason}); check the value", field=name)
     backend = _backend(request)
-    query = (
-        exp.select("profile_id")
-        .from_(backend.table_ref(IDENTITIES))
-        .where(exp.column("identifier").eq(exp.Literal.string(identifier)).and_(exp.column("deleted").not_()))
-    )
-    rows = backend.select(query)
-    if not rows.num_rows:
+    owners = backend.run(_owner_query, identifier=identifier).column(0).to_pylist()
+    resolved = resolve(backend, str(owners[0])) if owners else None
+    if resolved is None:
         raise ProfileNotFound(f"no profile has {name} {raw[:80]!r}", field=name)
-    profile_id = str(rows.column(0)[0].as_py())
-    found, members = _identity(backend, canonical_id(backend, profile_id) or profile_id)
+    canonical, members = resolved
+    found = _identity(backend, canonical, members)
     if "activity" in extras:
         found.update(_activity(backend, members))
     return _masked(principal, found)
@@ -197,26 +201,21 @@ def lookup(
 @router.get("/{profile_id}", summary="A profile: identifiers, traits, activity")
 def get_profile(request: Request, principal: Reader, profile_id: str) -> Any:
     backend = _backend(request)
-    canonical = canonical_id(backend, profile_id)
-    if canonical is None:
+    resolved = resolve(backend, profile_id)
+    if resolved is None:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}; find one with GET /api/v1/profiles?email=...", field="profile_id")
-    summary = _summary(backend, canonical)
-    summary["computed"] = _computed(request, backend, [canonical, *summary["merged_ids"]])
+    summary = _summary(backend, *resolved)
+    summary["computed"] = _computed(request, backend, resolved[1])
     return _masked(principal, summary)
 
 
 def _computed(request: Request, backend: Backend, members: list[str]) -> dict[str, Any]:
-    """Built-in and configured computed traits of one profile (``Settings.computed_traits_file``)."""
-    traits = (*BUILTIN, *_configured_traits(request.app.state.settings.computed_traits_file))
+    """Every computed trait of one profile: built-ins, ``computed_traits_file``'s, those declared through the API."""
+    traits = all_traits(backend)
     table = evaluate(backend, traits, dt.datetime.now(dt.UTC), profiles=members)
     values = table.to_pylist()
     row = values[0] if values else {}
     return {trait.name: row.get(trait.name, trait.empty_value()) for trait in traits}
-
-
-@functools.cache
-def _configured_traits(path: Path | None) -> tuple[ComputedTrait, ...]:
-    return load_traits(path) if path is not None else ()
 
 
 @router.get("/{profile_id}/events", summary="The profile's timeline, newest first")
@@ -228,10 +227,11 @@ def timeline(
     before: Annotated[str | None, Query(description="the `next` cursor of the previous page")] = None,
 ) -> Any:
     backend = _backend(request)
-    canonical = canonical_id(backend, profile_id)
-    if canonical is None:
+    resolved = resolve(backend, profile_id)
+    if resolved is None:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}", field="profile_id")
-    condition: exp.Expr = _in("profile_id", member_ids(backend, canonical))
+    canonical, members = resolved
+    condition: exp.Expr = _in("profile_id", members)
     if before:
         stamp, _, message_id = before.partition("|")
         try:

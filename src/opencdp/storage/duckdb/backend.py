@@ -140,6 +140,17 @@ class DuckDBBackend(Backend):
         definition = exp.ColumnDef(this=exp.to_identifier(column.name), kind=self._to_type(column))
         return self.render(exp.Alter(this=exp.to_table(table.name), kind="TABLE", actions=[definition]))
 
+    def create_indexes(self, table: Table) -> None:
+        # ART indexes: point reads by the column, which rows are not sorted by. They live in
+        # memory once used (see Settings.duckdb_memory_limit).
+        for column in table.indexes:
+            index = exp.Index(
+                this=exp.to_identifier(f"{table.name}_{column}"),
+                table=exp.to_table(table.name),
+                params=exp.IndexParameters(columns=[exp.Ordered(this=exp.column(column), nulls_first=False)]),
+            )
+            self.execute(self.render(exp.Create(this=index, kind="INDEX", exists=True)))
+
     def table_ref(self, table: Table) -> exp.Expression:
         return exp.to_table(table.name)
 
