@@ -156,7 +156,7 @@ def members_page(backend: Backend, segment_id: str, *, limit: int = 100, cursor:
 
 
 def identifiers(backend: Backend, profiles: Sequence[str], *, mask: bool = False) -> dict[str, dict[str, str | None]]:
-    """For each canonical profile: its first-seen e-mail, phone and user id (also from merged ids)."""
+    """For each canonical profile: its e-mail, phone and user id (its own first-seen, else a merged id's)."""
     found: dict[str, dict[str, str | None]] = {p: dict.fromkeys(IDENTIFIER_COLUMNS) for p in profiles}
     for start in range(0, len(profiles), _CHUNK):
         chunk = [exp.Literal.string(p) for p in profiles[start : start + _CHUNK]]
@@ -168,7 +168,7 @@ def identifiers(backend: Backend, profiles: Sequence[str], *, mask: bool = False
         )
         query = (
             exp.select(exp.column("canonical_id", "m"), exp.column("kind", "i"), exp.column("value", "i"))
-            .from_(exp.alias_(backend.table_ref(IDENTITIES), "i", table=True))
+            .from_(backend.aliased_ref(IDENTITIES, "i"))
             .join(merged, on=exp.column("profile_id", "i").eq(exp.column("profile_id", "m")))
             .where(
                 exp.and_(
@@ -176,7 +176,12 @@ def identifiers(backend: Backend, profiles: Sequence[str], *, mask: bool = False
                     exp.column("deleted", "i").eq(exp.false()),
                 )
             )
-            .order_by(exp.column("first_seen", "i"), exp.column("value", "i"))
+            # the profile's own identifiers before those of ids merged into it, then the first seen
+            .order_by(
+                exp.NEQ(this=exp.column("profile_id", "i"), expression=exp.column("canonical_id", "m")),
+                exp.column("first_seen", "i"),
+                exp.column("value", "i"),
+            )
         )
         for row in backend.rows(query):
             slot = found.setdefault(row["canonical_id"], dict.fromkeys(IDENTIFIER_COLUMNS))
