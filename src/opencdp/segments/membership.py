@@ -94,33 +94,118 @@ def refresh(
 ) -> Change:
     """Evaluate ``segment`` (for ``profiles`` only, when given) and store the difference.
 
-    ``evaluate_on``: a store holding (at least) all rows of ``profiles`` to evaluate on
-    instead of ``backend`` (the real-time path's small in-memory copy); memberships are
-    read from and written to ``backend`` either way.
+    ``evaluate_on``: a store holding all rows of ``profiles`` (and of no other profile) to
+    evaluate on instead of ``backend``: the real-time path's small in-memory copy.
+    Memberships are read from and written to ``backend`` either way.
     """
     if segment.kind != DYNAMIC or segment.tree is None:
         return Change(segment.segment_id, size=size(backend, segment.segment_id))
+    change = diff(backend, segment, now, profiles=profiles, known=known, evaluate_on=evaluate_on)
+    if not change.parametric:
+        apply(backend, [(segment, change, reason)], now, trigger="refresh" if profiles is None else "realtime", alerts=alerts)
+    return change
+
+
+def diff(
+    backend: Backend,
+    segment: Segment,
+    now: dt.datetime,
+    *,
+    profiles: Sequence[str] | None = None,
+    known: Catalogue | None = None,
+    evaluate_on: Backend | None = None,
+    before: set[str] | None = None,
+    ids: dict[str, str] | None = None,
+) -> Change:
+    """Who enters and who leaves (nothing is written).
+
+    ``before``: the segment's stored members among these profiles when the caller has read
+    them already (``stored_for``); ``ids``: ``canonical(backend, profiles)``, likewise.
+    """
+    if segment.kind != DYNAMIC or segment.tree is None:
+        return Change(segment.segment_id)
     if params_used(segment.tree):  # evaluated per binding (preview, triggers), never materialised
         return Change(segment.segment_id, parametric=True)
     known = known or catalogue(backend)
     if profiles is None:
-        now_in = members(backend, segment.tree, now, catalogue=known)
-        before = stored_members(backend, segment.segment_id)
+        now_in = members(evaluate_on or backend, segment.tree, now, catalogue=known)
+        if before is None:
+            before = stored_members(backend, segment.segment_id)
     else:
-        ids = canonical(backend, profiles)
+        ids = ids if ids is not None else canonical(backend, profiles)
         current = sorted(set(ids.values()))
-        now_in = members(evaluate_on or backend, segment.tree, now, catalogue=known, profiles=current)
-        # merged-away ids are looked at too, so that they leave the segment
-        before = stored_members(backend, segment.segment_id, set(ids) | set(current))
-    change = Change(segment.segment_id, sorted(now_in - before), sorted(before - now_in))
-    write_changes(backend, segment, change, now, reason)
-    change.size = size(backend, segment.segment_id)
-    if profiles is None or change.entered or change.exited:
+        if evaluate_on is not None:  # it holds just these profiles: no restriction to compile in
+            now_in = members(evaluate_on, segment.tree, now, catalogue=known) & set(current)
+        else:
+            now_in = members(backend, segment.tree, now, catalogue=known, profiles=current)
+        if before is None:  # merged-away ids are looked at too, so that they leave the segment
+            before = stored_members(backend, segment.segment_id, set(ids) | set(current))
+    return Change(segment.segment_id, sorted(now_in - before), sorted(before - now_in))
+
+
+def stored_for(backend: Backend, profiles: Iterable[str]) -> dict[str, set[str]]:
+    """Segment id -> its stored members among ``profiles``, for every segment, in one query."""
+    ids = [exp.Literal.string(p) for p in sorted(set(profiles))]
+    found: dict[str, set[str]] = {}
+    if not ids:
+        return found
+    query = (
+        exp.select("segment_id", "profile_id")
+        .from_(backend.table_ref(SEGMENT_MEMBERS))
+        .where(exp.and_(exp.column("member").eq(exp.true()), exp.In(this=exp.column("profile_id"), expressions=ids)))
+    )
+    for row in backend.rows(query):
+        found.setdefault(row["segment_id"], set()).add(row["profile_id"])
+    return found
+
+
+def apply(
+    backend: Backend,
+    changes: Sequence[tuple[Segment, Change, str]],
+    now: dt.datetime,
+    *,
+    trigger: str = "refresh",
+    alerts: bool = True,
+) -> None:
+    """Store the changes of several segments at once: memberships and events, sizes, alerts."""
+    _write(backend, changes, now)
+    points = []
+    for segment, change, _ in changes:
+        if trigger == "realtime" and not (change.entered or change.exited):
+            continue
         previous = last_size(backend, segment.segment_id)
-        record_size(backend, segment.segment_id, now, change, "refresh" if profiles is None else "realtime")
+        change.size = size(backend, segment.segment_id)
+        points.append(_size_row(segment.segment_id, now, change, trigger))
         if alerts:
             change.alerts = check_alerts(segment, previous, change.size)
-    return change
+    if points:
+        backend.insert(SEGMENT_SIZES.name, pa.Table.from_pylist(points, schema=SEGMENT_SIZES.arrow_schema))
+
+
+def _write(backend: Backend, changes: Sequence[tuple[Segment, Change, str]], now: dt.datetime) -> None:
+    """Segment Entered / Exited events, then the membership rows.
+
+    Events go first: a crash in between leaves the change to be found (and its events
+    written) again on the next evaluation, rather than lost.
+    """
+    events = [
+        _event(segment, profile, name, now, reason)
+        for segment, change, reason in changes
+        for name, ids in ((ENTERED, change.entered), (EXITED, change.exited))
+        for profile in ids
+    ]
+    if not events:
+        return
+    table = pa.Table.from_pylist(events, schema=EVENTS.arrow_schema)
+    # the ids are made from (segment, profile, change, now): only a retry of this very write can repeat one
+    backend.load(LoadBatch(table, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=1)))
+    rows = [
+        {"segment_id": segment.segment_id, "profile_id": p, "member": member, "since": now, "updated_at": now}
+        for segment, change, _ in changes
+        for member, ids in ((True, change.entered), (False, change.exited))
+        for p in ids
+    ]
+    backend.upsert(SEGMENT_MEMBERS, pa.Table.from_pylist(rows, schema=SEGMENT_MEMBERS.arrow_schema))
 
 
 def clear(backend: Backend, segment_id: str, now: dt.datetime) -> int:
@@ -133,21 +218,8 @@ def clear(backend: Backend, segment_id: str, now: dt.datetime) -> int:
 
 
 def write_changes(backend: Backend, segment: Segment, change: Change, now: dt.datetime, reason: str) -> None:
-    """Membership rows and Segment Entered / Exited events for a change."""
-    if not change.entered and not change.exited:
-        return
-    rows = [
-        {"segment_id": segment.segment_id, "profile_id": p, "member": member, "since": now, "updated_at": now}
-        for member, ids in ((True, change.entered), (False, change.exited))
-        for p in ids
-    ]
-    backend.upsert(SEGMENT_MEMBERS, pa.Table.from_pylist(rows, schema=SEGMENT_MEMBERS.arrow_schema))
-    events = [
-        _event(segment, profile, name, now, reason)
-        for name, ids in ((ENTERED, change.entered), (EXITED, change.exited))
-        for profile in ids
-    ]
-    backend.load(LoadBatch(pa.Table.from_pylist(events, schema=EVENTS.arrow_schema), ORDER_LINES.empty()))
+    """Membership rows and Segment Entered / Exited events for one segment's change."""
+    _write(backend, [(segment, change, reason)], now)
 
 
 def _event(segment: Segment, profile: str, name: str, now: dt.datetime, reason: str) -> dict[str, Any]:
@@ -180,7 +252,12 @@ def last_size(backend: Backend, segment_id: str) -> int | None:
 
 
 def record_size(backend: Backend, segment_id: str, now: dt.datetime, change: Change, trigger: str) -> None:
-    row = {
+    row = _size_row(segment_id, now, change, trigger)
+    backend.insert(SEGMENT_SIZES.name, pa.Table.from_pylist([row], schema=SEGMENT_SIZES.arrow_schema))
+
+
+def _size_row(segment_id: str, now: dt.datetime, change: Change, trigger: str) -> dict[str, Any]:
+    return {
         "segment_id": segment_id,
         "at": now,
         "size": change.size,
@@ -188,7 +265,6 @@ def record_size(backend: Backend, segment_id: str, now: dt.datetime, change: Cha
         "exited": len(change.exited),
         "trigger": trigger,
     }
-    backend.insert(SEGMENT_SIZES.name, pa.Table.from_pylist([row], schema=SEGMENT_SIZES.arrow_schema))
 
 
 def history(backend: Backend, segment_id: str, since: dt.datetime | None = None) -> list[dict[str, Any]]:

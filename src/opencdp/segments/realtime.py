@@ -17,13 +17,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 from sqlglot import exp
 
 from opencdp.segments.ast import Node, events_used, segments_used, shortest_window
-from opencdp.segments.membership import ENTERED, EXITED, Change, canonical, refresh
+from opencdp.segments.membership import (
+    ENTERED,
+    EXITED,
+    Change,
+    apply,
+    canonical,
+    diff,
+    refresh,
+    stored_for,
+)
 from opencdp.segments.sql import Catalogue
 from opencdp.segments.store import ACTIVE, DYNAMIC, Segment, catalogue, list_segments
 from opencdp.storage.base import Backend
@@ -95,12 +105,14 @@ class RealtimeSegments:
         short_every: float = 300.0,
         long_every: float = 3600.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        threads: int = 2,
     ) -> None:
         self.backend = backend
         self.interval_s = interval_s
         self.short_every = short_every
         self.long_every = long_every
         self.clock = clock
+        self.threads = threads
         self.stats = RealtimeStats()
         self._touched: dict[str, set[str]] = {}
         self._observed_at: float | None = None
@@ -141,11 +153,31 @@ class RealtimeSegments:
             due = [(segment, self._affected(segment, touched, known)) for segment in segments]
             due = [(segment, profiles) for segment, profiles in due if profiles]
             if due:
-                scratch = self.copy_profiles(sorted({p for _, profiles in due for p in profiles}))
-                for segment, profiles in due:
+                everyone = sorted({p for _, profiles in due for p in profiles})
+                ids = canonical(self.backend, everyone)
+                scratch = self.copy_profiles(ids)
+                stored = stored_for(self.backend, set(ids) | set(ids.values()))
+                batch: list[tuple[Segment, Change, str]] = []
+
+                def evaluate(item: tuple[Segment, list[str]]) -> Change:
+                    segment, profiles = item
+                    mine = {p: ids[p] for p in profiles}
+                    before = stored.get(segment.segment_id, set()) & (set(mine) | set(mine.values()))
+                    return diff(self.backend, segment, now, profiles=profiles, known=known, evaluate_on=scratch, before=before, ids=mine)
+
+                # the engine runs each query outside the GIL: two at a time keep both cores busy
+                with ThreadPoolExecutor(max_workers=self.threads) as pool:
+                    results = list(pool.map(evaluate, due))
+                for (segment, profiles), change in zip(due, results, strict=True):
+                    if change.parametric:
+                        continue
                     seen = sorted({n for p in profiles for n in touched[p]})
-                    reason = "event: " + ", ".join(seen[:5])
-                    changes.append(self._refresh(segment, now, known, profiles=profiles, reason=reason, evaluate_on=scratch))
+                    batch.append((segment, change, "event: " + ", ".join(seen[:5])))
+                    changes.append(change)
+                    self.stats.evaluations += 1
+                    self.stats.entered += len(change.entered)
+                    self.stats.exited += len(change.exited)
+                apply(self.backend, batch, now, trigger="realtime")
         except Exception:
             with self._lock:  # evaluated again on the next tick (refresh is idempotent)
                 for profile, names in touched.items():
@@ -183,16 +215,16 @@ class RealtimeSegments:
             return sorted(touched)
         return sorted(p for p, names in touched.items() if names & needs)
 
-    def copy_profiles(self, profiles: list[str]) -> Backend:
-        """A small in-memory store with every row of these profiles (and the catalogue): one scan of the
-        big store per tick, then each segment is evaluated on the copy in milliseconds."""
+    def copy_profiles(self, ids: dict[str, str]) -> Backend:
+        """A small in-memory store with every row of these profiles (``canonical`` ids of the touched ones)
+        and the catalogue: one scan of the big store per tick, then each segment is evaluated on the
+        copy in milliseconds."""
         from opencdp.storage.duckdb import DuckDBBackend
 
         if self._scratch is None:
             self._scratch = DuckDBBackend(":memory:")
             self._scratch.create_schema()
         scratch = self._scratch
-        ids = canonical(self.backend, profiles)
         current = sorted(set(ids.values()))
         literal = [exp.Literal.string(p) for p in current]
         redirects = exp.select("profile_id").from_(self.backend.table_ref(PROFILE_MAP)).where(exp.In(this=exp.column("canonical_id"), expressions=literal))

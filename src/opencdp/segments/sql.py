@@ -90,6 +90,13 @@ class Dialect:
     def timestamp(self, value: dt.datetime) -> exp.Expr:
         raise NotImplementedError
 
+    def now(self) -> exp.Expr:
+        """The evaluation time, a query parameter (``now_param``), so one rendered query serves every run."""
+        raise NotImplementedError
+
+    def now_param(self, now: dt.datetime) -> str:
+        return now.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
     def bucket(self, text: exp.Expr) -> exp.Expr:
         """``ast.bucket_of``: the first 32 bits of md5(text), mod 100."""
         raise NotImplementedError
@@ -145,6 +152,12 @@ class DuckDB(Dialect):
     def timestamp(self, value: dt.datetime) -> exp.Expr:
         return exp.cast(exp.Literal.string(value.astimezone(dt.UTC).isoformat()), exp.DataType.build("TIMESTAMPTZ"))
 
+    def now(self) -> exp.Expr:
+        return exp.cast(exp.Placeholder(this="now"), exp.DataType.build("TIMESTAMPTZ"))
+
+    def now_param(self, now: dt.datetime) -> str:
+        return now.astimezone(dt.UTC).isoformat()
+
     def bucket(self, text: exp.Expr) -> exp.Expr:
         hexed = exp.DPipe(
             this=exp.Literal.string("0x"),
@@ -192,6 +205,9 @@ class ClickHouse(Dialect):
     def timestamp(self, value: dt.datetime) -> exp.Expr:
         text = value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         return exp.cast(exp.Literal.string(text), exp.DataType.build("DateTime64(6, 'UTC')", dialect="clickhouse"))
+
+    def now(self) -> exp.Expr:
+        return exp.Placeholder(this=exp.var("now"), kind=exp.DataType.build("DateTime64(6, 'UTC')", dialect="clickhouse"))
 
     def bucket(self, text: exp.Expr) -> exp.Expr:
         digest = exp.Anonymous(this="hex", expressions=[exp.Anonymous(this="MD5", expressions=[text])])
@@ -302,6 +318,11 @@ class _Compiler:
         self.stack = stack
         self.leaves: list[exp.Expr] = []
         self.aliases: dict[Node, str] = {}
+
+    def at(self, before: dt.timedelta = dt.timedelta(0)) -> exp.Expr:
+        """``now - before``, from the ``now`` parameter."""
+        now = self.dialect.now()
+        return _plus(now, -before) if before else now
 
     # tables -----------------------------------------------------------------------------
     def ref(self, table: Table, alias: str) -> exp.Expr:
@@ -479,7 +500,7 @@ class _Compiler:
                 exp.and_(
                     *self.restrict(e("profile_id")),
                     self.dialect.json_present(e("traits"), path),
-                    exp.LTE(this=e("timestamp"), expression=self.dialect.timestamp(self.now)),
+                    exp.LTE(this=e("timestamp"), expression=self.at()),
                 )
             )
             .group_by(self.canonical(e("profile_id")))
@@ -527,7 +548,7 @@ class _Compiler:
         """Profiles with the sequence (or the unanswered first step): ``(profile_id, value=true)``."""
         if isinstance(node, NotFollowed):
             within = node.within.delta
-            first = _Rows(self, node.first.event, node.first.where, node.window, None, latest=self.now - within)
+            first = _Rows(self, node.first.event, node.first.where, node.window, None, before=within)
             then = _Rows(self, node.then.event, node.then.where, None, None)
             a = first.select(None).distinct().subquery("a")
             b = then.select(None).distinct().subquery("b")
@@ -651,12 +672,19 @@ class _Compiler:
 
     def literal(self, value: Any, kind: str) -> exp.Expr:
         if kind == Kind.TIME:
-            return self.dialect.timestamp(_as_time(value, self.now))
+            return self.time(value)
         return _literal(value, self)
+
+    def time(self, value: Any) -> exp.Expr:
+        if isinstance(value, Ago):
+            return self.at(value.duration.delta)
+        return self.dialect.timestamp(_as_time(value, self.now))
 
 
 def _plus(time: exp.Expr, delta: dt.timedelta) -> exp.Expr:
-    return exp.Add(this=time, expression=exp.Interval(this=exp.Literal.number(int(delta.total_seconds())), unit=exp.var("SECOND")))
+    seconds = int(delta.total_seconds())
+    interval = exp.Interval(this=exp.Literal.number(abs(seconds)), unit=exp.var("SECOND"))
+    return exp.Add(this=time, expression=interval) if seconds >= 0 else exp.Sub(this=time, expression=interval)
 
 
 def _literal_kind(value: Any) -> str:
@@ -675,7 +703,7 @@ def _literal(value: Any, compiler: _Compiler) -> exp.Expr:
     if isinstance(value, int | float):
         return exp.Literal.number(value)
     if isinstance(value, dt.date | Ago):
-        return compiler.dialect.timestamp(_as_time(value, compiler.now))
+        return compiler.time(value)
     return exp.Literal.string(str(value))
 
 
@@ -712,14 +740,15 @@ class _Rows:
         where: Condition | None,
         window: Window | None,
         value: str | None,
-        latest: dt.datetime | None = None,
+        before: dt.timedelta = dt.timedelta(0),
     ) -> None:
         self.c = compiler
         self.event = event
         self.where = where
         self.window = window or Window()
         self.value = value
-        self.latest = latest or compiler.now
+        self.before = before
+        """Only rows at least this long before now."""
         paths = [n.path for n in (where.walk() if where is not None else ()) if isinstance(n, Field)]
         if value is not None:
             paths.append(value)
@@ -809,10 +838,11 @@ class _Rows:
         if self.event:
             names = [exp.Literal.string(n) for n in self.event]
             conditions.append(e("event").eq(names[0]) if len(names) == 1 else exp.In(this=e("event"), expressions=names))
-        start, _ = self.window.bounds(c.now)
-        conditions.append(exp.LTE(this=e("timestamp"), expression=c.dialect.timestamp(min(self.latest, c.now))))
-        if start is not None:
-            conditions.append(exp.GTE(this=e("timestamp"), expression=c.dialect.timestamp(start)))
+        conditions.append(exp.LTE(this=e("timestamp"), expression=c.at(self.before)))
+        if self.window.last is not None:
+            conditions.append(exp.GTE(this=e("timestamp"), expression=c.at(self.window.last.delta)))
+        if self.window.since is not None:
+            conditions.append(exp.GTE(this=e("timestamp"), expression=c.dialect.timestamp(self.window.since)))
         if self.window.until is not None:
             conditions.append(exp.LT(this=e("timestamp"), expression=c.dialect.timestamp(self.window.until)))
         if self.where is not None:
@@ -854,6 +884,69 @@ class SegmentQueryError(TerminalError):
     status = 422
 
 
+_RENDERED: dict[tuple[Any, ...], tuple[str, bool]] = {}
+"""Rendered queries by what they depend on (``_cache_key``): ``now`` is a parameter, so a segment
+is compiled once a day (once per run when it uses computed traits) instead of on every evaluation."""
+_RENDERED_MAX = 1024
+
+
+def _cache_key(
+    dialect: str, tree: Node, params: Mapping[str, Any] | None, catalogue: Catalogue, profiles: Sequence[str] | None, now: dt.datetime
+) -> tuple[Any, ...] | None:
+    trees, seen, stack = [tree], set(), [tree]
+    while stack:  # the segments it refers to, at any depth
+        for name in sorted(n.segment for n in stack.pop().walk() if isinstance(n, InSegment)):
+            if name not in seen:
+                seen.add(name)
+                inner = catalogue.segments.get(name)
+                trees.append(inner) if inner is not None else None
+                stack += [inner] if inner is not None else []
+    computed = sorted({n.name for t in trees for n in t.walk() if isinstance(n, Computed)})
+    try:
+        return (
+            dialect,
+            tuple(trees),
+            tuple(sorted(seen)),
+            tuple(sorted((k, _frozen(v)) for k, v in (params or {}).items())),
+            tuple(profiles) if profiles is not None else None,
+            now.date(),
+            now if computed else None,  # computed traits are compiled with now as a literal
+            tuple((name, catalogue.computed.get(name)) for name in computed),
+        )
+    except TypeError:  # an unhashable parameter value: do not cache
+        return None
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def render(
+    backend: Backend,
+    tree: Node,
+    now: dt.datetime,
+    *,
+    params: Mapping[str, Any] | None = None,
+    catalogue: Catalogue | None = None,
+    profiles: Sequence[str] | None = None,
+) -> tuple[str, dict[str, str]]:
+    """The segment's query for ``backend`` and its parameters (cached, see ``_RENDERED``)."""
+    catalogue = catalogue or Catalogue()
+    dialect = DIALECTS[backend.capabilities.dialect]
+    key = _cache_key(dialect.name, tree, params, catalogue, profiles, now)
+    cached = _RENDERED.get(key) if key is not None else None
+    if cached is None:
+        query = compile_segment(tree, backend, now, params=params, catalogue=catalogue, profiles=profiles)
+        uses_now = any(isinstance(node, exp.Placeholder) for node in query.walk())
+        cached = backend.render(query), uses_now
+        if key is not None:
+            if len(_RENDERED) >= _RENDERED_MAX:
+                _RENDERED.clear()
+            _RENDERED[key] = cached
+    sql, uses_now = cached
+    return sql, ({"now": dialect.now_param(now)} if uses_now else {})
+
+
 def members(
     backend: Backend,
     tree: Node,
@@ -864,13 +957,15 @@ def members(
     catalogue: Catalogue | None = None,
 ) -> set[str]:
     """The canonical ids of the profiles in the segment at ``now``."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware, e.g. datetime.now(datetime.UTC)")
     if catalogue is None:
         catalogue = Catalogue(segments=segments or {})
     elif segments is not None:
         catalogue = Catalogue(computed=catalogue.computed, segments=segments)
-    query = compile_segment(tree, backend, now, params=params, catalogue=catalogue, profiles=profiles)
+    sql, values = render(backend, tree, now, params=params, catalogue=catalogue, profiles=profiles)
     try:
-        result = backend.select(query)
+        result = backend.query_arrow(sql, values)
     except MemoryError as error:
         raise SegmentQueryError(f"the segment needs more memory than the store may use: {error}") from None
     except Exception as error:
