@@ -1,4 +1,4 @@
-"""`opencdp`: init, serve, import, demo, keys, status."""
+"""`opencdp`: init, serve, import, demo, keys, profiles, segments, status."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from rich.text import Text
 
 from opencdp.cli.local import ServerClient, remove_server_file, store_or_server, write_server_file
 from opencdp.config import Settings
-from opencdp.errors import OpenCDPError
+from opencdp.errors import OpenCDPError, StoreLockedError, TerminalError
 from opencdp.keys import KeyRing
 
 app = typer.Typer(help="opencdp: an open-source customer data platform.", no_args_is_help=True)
@@ -29,6 +29,8 @@ identity_app = typer.Typer(help="Identity resolution: probabilistic dedupe of pr
 app.add_typer(identity_app, name="identity")
 profiles_app = typer.Typer(help="Personal data of one profile: export, erase.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
+segments_app = typer.Typer(help="Segments: define, check, preview, refresh, list members, export.", no_args_is_help=True)
+app.add_typer(segments_app, name="segments")
 console = Console()
 err = Console(stderr=True)
 
@@ -422,6 +424,332 @@ def profiles_erase(
     except OpenCDPError as error:
         raise _fail(error) from None
     console.print_json(json.dumps(report, default=str))
+
+
+# -- segments -----------------------------------------------------------------------------------
+# Each command works on the store, or through the admin API when a running server holds it;
+# a bad definition exits with 2 and shows where (line, column, caret) and how to fix it.
+
+_SEGMENTS = "/api/v1/segments"
+
+
+def _segment_fail(error: OpenCDPError) -> typer.Exit:
+    where = f" ({error.field})" if error.field else ""
+    message = Text(f"error{where}: ", style="red")
+    message.append(error.detail, style="default")  # Text, not markup: definitions hold [lists]
+    err.print(message)
+    suggestion = getattr(error, "suggestion", None)
+    if suggestion:
+        err.print(Text(f"did you mean: {suggestion}"))
+    bad_input = isinstance(error, TerminalError) and error.status in (400, 404, 409, 422)
+    return typer.Exit(2 if bad_input and not isinstance(error, StoreLockedError) else 1)
+
+
+def _api(client: ServerClient, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
+    """Call the server's segments API; its error answers come back as the errors they were."""
+    import urllib.error
+    import urllib.request
+
+    from opencdp.segments.ast import SegmentError
+
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(client.url + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {client.token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=3600) as response:
+            payload = response.read()
+    except urllib.error.HTTPError as failure:
+        try:
+            answer = json.loads(failure.read())
+        except ValueError:
+            answer = {"detail": failure.reason}
+        error = SegmentError(
+            str(answer.get("detail", failure.reason)), field=answer.get("field"),
+            line=answer.get("line"), column=answer.get("column"), suggestion=answer.get("suggestion"),
+        )
+        error.code = str(answer.get("error", "server_error"))
+        error.status = failure.code
+        raise error from None
+    return payload if raw else json.loads(payload or b"null")
+
+
+def _definition(text: str | None, file: Path | None) -> str:
+    from opencdp.segments.ast import SegmentError
+
+    if (text is None) == (file is None):
+        raise SegmentError("give the definition as text or with --file FILE (one of them)", field="definition")
+    return file.read_text(encoding="utf-8") if file is not None else str(text)
+
+
+def _params(pairs: list[str] | None) -> dict[str, Any]:
+    from opencdp.segments.ast import SegmentError
+
+    found: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SegmentError(f"--param {pair!r} is not NAME=VALUE, e.g. --param category=Cosmetics", field="param")
+        try:
+            found[name.strip()] = json.loads(value)  # numbers, true/false, ["lists"]
+        except ValueError:
+            found[name.strip()] = value
+    return found
+
+
+def _print_segment(found: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    for key in ("id", "name", "kind", "status", "problem", "size", "parameters", "definition", "description", "alerts", "updated_at"):
+        value = found.get(key)
+        if value not in (None, "", []):
+            table.add_row(key, Text(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
+    change = found.get("change")
+    if change:
+        table.add_row("evaluated", f"{change['entered']} entered, {change['exited']} exited")
+        for alert in change.get("alerts") or []:
+            table.add_row("alert", Text(alert, style="yellow"))
+    for warning in found.get("warnings") or []:
+        table.add_row("warning", Text(warning, style="yellow"))
+    console.print(table)
+
+
+@segments_app.command("list")
+def segments_list() -> None:
+    """All segments with kind, status and size."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                rows = _api(target, "GET", _SEGMENTS)["segments"]
+            else:
+                from opencdp.segments.exports import describe
+                from opencdp.segments.store import list_segments
+
+                rows = [describe(target, s) for s in list_segments(target)]
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    table = Table("id", "name", "kind", "status", "size", "definition")
+    for row in rows:
+        status = Text(row["status"], style="red" if row["status"] != "active" else "")
+        if row.get("problem"):
+            status.append(f" ({row['problem']})")
+        size = "parametric" if row.get("parametric") else f"{row['size']:,}"
+        table.add_row(row["id"], Text(row["name"]), row["kind"], status, size, Text((row.get("definition") or "")[:80]))
+    console.print(table)
+
+
+@segments_app.command("create")
+def segments_create(
+    segment_id: Annotated[str, typer.Argument(help="a slug: letters, digits, '_' and '-'")],
+    definition: Annotated[str | None, typer.Option("--definition", "-d", help="the segment in the text form")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", exists=True, dir_okay=False, help="read the definition from a file")] = None,
+    name: Annotated[str | None, typer.Option(help="what marketers see (default: the id)")] = None,
+    description: Annotated[str, typer.Option(help="a longer description")] = "",
+) -> None:
+    """Create a segment; a dynamic one is evaluated at once."""
+    settings = _settings()
+    try:
+        text = _definition(definition, file)
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                body = {"id": segment_id, "name": name, "description": description, "definition": text}
+                found = _api(target, "POST", _SEGMENTS, body)
+            else:
+                import datetime as dt
+
+                from opencdp.segments import store
+                from opencdp.segments.exports import SegmentExists, evaluate_saved
+
+                store.check_id(segment_id)
+                if store.get(target, segment_id) is not None:
+                    raise SegmentExists(f"segment `{segment_id}` exists already; delete it first or pick another id", field="id")
+                now = dt.datetime.now(dt.UTC)
+                segment, warnings = store.save(target, segment_id, name=name, description=description, definition=text, now=now)
+                found = evaluate_saved(target, segment, warnings, now, "created")
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    _print_segment(found)
+
+
+@segments_app.command("show")
+def segments_show(segment_id: Annotated[str, typer.Argument(help="the segment id")]) -> None:
+    """One segment: definition, status, size."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                found = _api(target, "GET", f"{_SEGMENTS}/{_quote(segment_id)}")
+            else:
+                from opencdp.segments.exports import describe, require
+
+                found = describe(target, require(target, segment_id))
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    _print_segment(found)
+
+
+@segments_app.command("validate")
+def segments_validate(
+    definition: Annotated[str | None, typer.Argument(help="the segment in the text form")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", exists=True, dir_okay=False, help="read it from a file")] = None,
+) -> None:
+    """Check a definition against the store; prints its canonical text."""
+    settings = _settings()
+    try:
+        text = _definition(definition, file)
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                found = _api(target, "POST", f"{_SEGMENTS}/validate", {"definition": text})
+            else:
+                from opencdp.segments.store import validate
+
+                checked = validate(target, text)
+                found = {"text": checked.text, "warnings": checked.warnings}
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    console.print(Text("valid: ", style="green") + Text(found["text"]))
+    for warning in found["warnings"]:
+        err.print(Text(f"warning: {warning}", style="yellow"))
+
+
+@segments_app.command("preview")
+def segments_preview(
+    definition: Annotated[str | None, typer.Argument(help="the segment in the text form")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", exists=True, dir_okay=False, help="read it from a file")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE for a $parameter; repeat")] = None,
+    sample: Annotated[int, typer.Option(min=0, max=1000, help="how many member ids to show")] = 20,
+) -> None:
+    """Size and a sample of a draft segment's members (nothing is saved)."""
+    settings = _settings()
+    try:
+        text, params = _definition(definition, file), _params(param)
+        body = {"definition": text, "params": params, "sample": sample}
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                found = _api(target, "POST", f"{_SEGMENTS}/preview", body)
+            else:
+                from opencdp.segments.exports import preview
+
+                found = preview(target, text, params=params, sample=sample)
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    console.print(f"{found['size']:,} members ({found['took_ms']} ms)")
+    for profile in found["sample"]:
+        console.print(Text(f"  {profile}"))
+
+
+@segments_app.command("refresh")
+def segments_refresh(
+    segment_id: Annotated[str, typer.Argument(help="the segment id")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="a parametric segment's NAME=VALUE; repeat")] = None,
+) -> None:
+    """Evaluate a segment over all profiles now and store the changes."""
+    settings = _settings()
+    try:
+        params = _params(param)
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                found = _api(target, "POST", f"{_SEGMENTS}/{_quote(segment_id)}/refresh", {"params": params})
+            else:
+                import datetime as dt
+
+                from opencdp.segments.exports import change_dict, parameters, require
+                from opencdp.segments.membership import refresh
+                from opencdp.segments.sql import members
+                from opencdp.segments.store import catalogue
+
+                segment = require(target, segment_id)
+                now = dt.datetime.now(dt.UTC)
+                if parameters(segment) and segment.tree is not None:
+                    size = len(members(target, segment.tree, now, params=params, catalogue=catalogue(target)))
+                    found = {"size": size, "parametric": True}
+                else:
+                    found = change_dict(refresh(target, segment, now, reason="manual refresh"))
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    if found.get("parametric"):
+        console.print(f"{segment_id}: {found['size']:,} members for these values (parametric: not stored)")
+        return
+    console.print(f"{segment_id}: {found['size']:,} members ({found['entered']:,} entered, {found['exited']:,} exited)")
+    for alert in found.get("alerts") or []:
+        err.print(Text(f"alert: {alert}", style="yellow"))
+
+
+@segments_app.command("members")
+def segments_members(
+    segment_id: Annotated[str, typer.Argument(help="the segment id")],
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="members per page")] = 100,
+    cursor: Annotated[str | None, typer.Option(help="start after this profile id (the `next` of a page)")] = None,
+) -> None:
+    """Members by profile id, one page."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                query = f"?limit={limit}" + (f"&cursor={_quote(cursor)}" if cursor else "")
+                page = _api(target, "GET", f"{_SEGMENTS}/{_quote(segment_id)}/members{query}")
+            else:
+                from opencdp.segments.exports import members_page
+
+                page = members_page(target, segment_id, limit=limit, cursor=cursor)
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    table = Table("profile id", "since")
+    for member in page["members"]:
+        table.add_row(Text(member["profile_id"]), str(member["since"])[:19])
+    console.print(table)
+    if page["next"]:
+        console.print(Text(f"more: --cursor {page['next']}"))
+
+
+@segments_app.command("export")
+def segments_export(
+    segment_id: Annotated[str, typer.Argument(help="the segment id")],
+    output: Annotated[Path, typer.Option("--output", "-o", dir_okay=False, help="the file to write")],
+    format: Annotated[str, typer.Option(help="csv, parquet or jsonl")] = "csv",
+    identifiers: Annotated[bool, typer.Option("--identifiers", help="add email, phone and user_id")] = False,
+) -> None:
+    """Write all members to a CSV, Parquet or JSON Lines file."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                query = f"?format={_quote(format)}" + ("&include=identifiers" if identifiers else "")
+                output.write_bytes(_api(target, "GET", f"{_SEGMENTS}/{_quote(segment_id)}/export{query}", raw=True))
+            else:
+                from opencdp.segments.exports import export
+
+                chunks = export(target, segment_id, format, include_identifiers=identifiers)
+                with output.open("wb") as handle:
+                    for chunk in chunks:
+                        handle.write(chunk)
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    console.print(f"wrote {output}")
+
+
+@segments_app.command("delete")
+def segments_delete(segment_id: Annotated[str, typer.Argument(help="the segment id")]) -> None:
+    """Delete a segment; segments that referred to it are marked broken."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                found = _api(target, "DELETE", f"{_SEGMENTS}/{_quote(segment_id)}")
+            else:
+                import datetime as dt
+
+                from opencdp.segments import membership, store
+
+                now = dt.datetime.now(dt.UTC)
+                found = {"broken": store.delete(target, segment_id, now)}
+                membership.clear(target, segment_id, now)
+    except OpenCDPError as error:
+        raise _segment_fail(error) from None
+    console.print(f"deleted {segment_id}")
+    if found["broken"]:
+        err.print(Text(f"now broken (they referred to it): {', '.join(found['broken'])}", style="yellow"))
 
 
 @app.command()
