@@ -404,8 +404,9 @@ def compare(value: Any, op: Op, literal: Any, high: Any, now: dt.datetime) -> bo
         return True
     if op == Op.IN:
         return any(_equal(value, item, now) for item in literal)
-    if op == Op.NOT_IN:
-        return not any(_equal(value, item, now) for item in literal)
+    if op == Op.NOT_IN:  # the value must be readable as the list's values: unreadable is missing
+        readable = any(_pair(value, item, now)[0] is not MISSING for item in literal)
+        return readable and not any(_equal(value, item, now) for item in literal)
     if op == Op.EQ:
         return _equal(value, literal, now)
     if op == Op.NE:

@@ -119,6 +119,8 @@ class Case:
     text: str | None = None
     params: Mapping[str, Any] | None = None
     segments: Mapping[str, Node] = field(default_factory=dict)
+    engine_differs: str | None = None
+    """Why the compiler gives other members (reported, not yet settled): the engine test is xfail."""
 
     def __str__(self) -> str:
         return self.name
@@ -366,6 +368,8 @@ NODES = [
         # rita's later address has a street and no city: her earlier address.city is gone.
         ids("rita"),
         'not traits.address.city exists and traits.address.street = "Kremlyovskaya"',
+        engine_differs="the compiler reads a trait path from the latest event that has that path (rita's first "
+        "address.city stays), the profiles API replaces the whole top-level trait",
     ),
     Case("trait time vs ago", trait("created_at", Op.GT, Ago(d("30d"))), ids("boris", "lena", "mark"),
          "traits.created_at > ago(30d)"),
@@ -378,6 +382,16 @@ NODES = [
     ),
     Case("trait between dates", trait("created_at", Op.BETWEEN, dt.date(2024, 5, 20), dt.date(2024, 5, 25)),
          ids("boris", "lena"), "traits.created_at between 2024-05-20 and 2024-05-25"),
+    Case(
+        "a date literal is the whole UTC day",
+        or_(trait("created_at", Op.EQ, dt.date(2024, 5, 20)),
+            trait("created_at", Op.BETWEEN, dt.date(2024, 5, 30), dt.date(2024, 5, 31))),
+        # boris signed up 2024-05-20T09:00Z (that day), mark 2024-05-31T20:00Z (the last day of between).
+        ids("boris", "mark"),
+        "traits.created_at = 2024-05-20 or traits.created_at between 2024-05-30 and 2024-05-31",
+        engine_differs="the compiler compares a date literal as the instant of its midnight, so = 2024-05-20 "
+        "misses 09:00 that day and between ... and 2024-05-31 stops at 00:00 on the 31st",
+    ),
     # dates of traits
     Case(
         "age",
@@ -549,7 +563,14 @@ def test_reference(case: Case) -> None:
     assert reference_members(DATA, case.tree, NOW, case.params, case.segments) == case.expected
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+def _engine_cases() -> list[Any]:
+    return [
+        pytest.param(c, marks=pytest.mark.xfail(reason=c.engine_differs, strict=True)) if c.engine_differs else c
+        for c in CASES
+    ]
+
+
+@pytest.mark.parametrize("case", _engine_cases(), ids=str)
 def test_engine(store: Backend, case: Case) -> None:
     from opencdp.segments.sql import members
 
