@@ -419,8 +419,8 @@ def upload(
         if value is None:
             unmatched.append(Unmatched(line, cell, "empty"))
         elif isinstance(value, Unusable):
-            what = "not a valid" if value.reason == "invalid" else "a placeholder, never a"
-            unmatched.append(Unmatched(line, cell, f"{what} {identifier}"))
+            what = "not a valid" if value.reason == "invalid" else "a placeholder, not a real"
+            unmatched.append(Unmatched(line, cell, f"{what} {identifier.replace('_', ' ')}"))
         else:
             wanted[line] = (cell, value)
     keys = sorted({key for _, key in wanted.values()})
