@@ -40,11 +40,11 @@ def test_errors_and_warnings() -> None:
         ' and count("Product Viewed", where: properties.size = 3 and line.categry = "x") > 0 and traits.city exists'
     )
     problems = check(tree, KNOWN)
-    details = [p.detail for p in problems]
+    details = [p.message for p in problems]
     assert "unknown event `Order Complted` — did you mean `Order Completed`?" in details
     assert "unknown segment `vipp` — did you mean `vip`?" in details
     assert any(d.startswith("unknown computed trait `rfm_cel`") for d in details)
     assert any(d.startswith("unknown event column `totl` — did you mean `total`?") for d in details)
     assert any(d.startswith("unknown order line column `categry`") for d in details)
-    assert [p.level for p in problems if "size" in p.detail] == ["warning"]
+    assert [p.severity for p in problems if "size" in p.message] == ["warning"]
     assert check(parse('count("Product Viewed", where: properties.price > 1) > 0 and traits.city exists'), KNOWN) == []

@@ -24,10 +24,12 @@ PREFIXES = {"properties", "context", "traits", "line", "product"}
 
 @dataclass(frozen=True)
 class Problem:
-    level: str
+    severity: str
     """error (the definition is not saved) or warning."""
-    detail: str
+    message: str
     suggestion: str | None = None
+    field: str | None = None
+    """The argument at fault: event, segment, name, path or value."""
 
 
 @dataclass
@@ -71,10 +73,10 @@ def _keys(value: Any) -> set[str]:
     return set(data) if isinstance(data, dict) else set()
 
 
-def _unknown(what: str, name: str, known: set[str]) -> Problem:
+def _unknown(what: str, name: str, known: set[str], argument: str | None = None) -> Problem:
     close = difflib.get_close_matches(name, sorted(known), n=1)
     hint = f" — did you mean `{close[0]}`?" if close else ""
-    return Problem("error", f"unknown {what} `{name}`{hint}", close[0] if close else None)
+    return Problem("error", f"unknown {what} `{name}`{hint}", close[0] if close else None, argument)
 
 
 def check(tree: Node, known: Known) -> list[Problem]:
@@ -87,16 +89,16 @@ def check(tree: Node, known: Known) -> list[Problem]:
             events = node.event or ()
             for name in events:
                 if name not in known.events:
-                    problems.append(_unknown("event", name, known.events))
+                    problems.append(_unknown("event", name, known.events, "event"))
             for sub in node.where.walk() if node.where is not None else ():
                 if isinstance(sub, Field):
                     problems += _field(sub.path, events, known, line_columns, product_columns)
             if isinstance(node, Aggregate) and node.value is not None:
                 problems += _field(node.value, events, known, line_columns, product_columns)
         elif isinstance(node, InSegment) and node.segment not in known.segments:
-            problems.append(_unknown("segment", node.segment, known.segments))
+            problems.append(_unknown("segment", node.segment, known.segments, "segment"))
         elif isinstance(node, Computed) and node.name not in known.computed:
-            problems.append(_unknown("computed trait", node.name, known.computed))
+            problems.append(_unknown("computed trait", node.name, known.computed, "name"))
         elif isinstance(node, Trait) and node.path.split(".")[0] not in known.traits:
             problems.append(Problem("warning", f"trait `{node.path.split('.')[0]}` was never seen on an event"))
     return problems
