@@ -528,6 +528,15 @@ NODES = [
         'not_followed(step("Product Viewed", where: product.room = "Living room"), step("Product Added"), '
         "within: 1d)",
     ),
+    Case(
+        "an event does not follow itself",
+        NotFollowed(first=step(VIEWED), then=step(VIEWED), within=d("1d")),
+        # Viewed, and no other view within a day after: each viewer's last view at least a day
+        # old counts (kirill 7d, lena 05-29, oleg 9d, ...). Out: yana and vera (views today).
+        ids("anna", "boris", "gleb", "ilya", "kirill", "lena", "mark", "nina", "oleg", "wanda", "xenia"),
+        'not_followed(step("Product Viewed"), step("Product Viewed"), within: 1d)',
+        engine_differs="the compiler lets a `first` event count as its own `then` (nobody is in)",
+    ),
     # other segments, buckets
     Case(
         "in_segment and its negation",
