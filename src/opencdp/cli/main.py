@@ -30,6 +30,8 @@ app.add_typer(identity_app, name="identity")
 profiles_app = typer.Typer(help="Personal data of one profile: export, erase.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
 segments_app = typer.Typer(help="Segments: define, check, preview, refresh, list members, export.", no_args_is_help=True)
+traits_app = typer.Typer(help="Computed traits: list them, declare and remove those kept in the store.", no_args_is_help=True)
+app.add_typer(traits_app, name="traits")
 app.add_typer(segments_app, name="segments")
 console = Console()
 err = Console(stderr=True)
@@ -424,6 +426,79 @@ def profiles_erase(
     except OpenCDPError as error:
         raise _fail(error) from None
     console.print_json(json.dumps(report, default=str))
+
+
+# -- computed traits ----------------------------------------------------------------------------
+_TRAITS = "/api/v1/computed-traits"
+
+
+@traits_app.command("list")
+def traits_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Every computed trait: built-in, from computed_traits_file, declared in the store."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                items = target.call("GET", _TRAITS)["traits"]
+            else:
+                from opencdp.profiles.definitions import declared
+
+                items = [item.to_dict() for item in declared(target)]
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    if as_json:
+        print(json.dumps(items, ensure_ascii=False, indent=2, default=str))
+        return
+    table = Table("name", "origin", "aggregation", "description")
+    for item in items:
+        definition = item["definition"]
+        table.add_row(item["name"], item["origin"], definition["aggregation"], definition.get("description", ""))
+    console.print(table)
+
+
+@traits_app.command("add")
+def traits_add(
+    file: Annotated[Path, typer.Argument(help="a TOML file of [[traits]] tables, or JSON {\"traits\": [...]}")],
+    replace: Annotated[bool, typer.Option("--replace", help="replace traits of the same name declared before")] = False,
+) -> None:
+    """Declare the file's computed traits in the store (as POST /api/v1/computed-traits)."""
+    from opencdp.profiles.computed import load_traits
+
+    settings = _settings()
+    try:
+        traits = load_traits(file)
+        with store_or_server(settings) as target:
+            for trait in traits:
+                if isinstance(target, ServerClient):
+                    body = json.dumps(trait.to_dict()).encode()
+                    if replace:
+                        target.call("PUT", f"{_TRAITS}/{trait.name}", body)
+                    else:
+                        target.call("POST", _TRAITS, body)
+                else:
+                    from opencdp.profiles import definitions
+
+                    definitions.declare(target, definitions.parse(target, trait.to_dict()), replace=replace)
+                console.print(f"declared {trait.name}")
+    except OpenCDPError as error:
+        raise _fail(error) from None
+
+
+@traits_app.command("remove")
+def traits_remove(name: Annotated[str, typer.Argument(help="the trait's name")]) -> None:
+    """Stop computing a trait declared in the store (built-in and file traits stay)."""
+    settings = _settings()
+    try:
+        with store_or_server(settings) as target:
+            if isinstance(target, ServerClient):
+                target.call("DELETE", f"{_TRAITS}/{name}")
+            else:
+                from opencdp.profiles.definitions import remove
+
+                remove(target, name)
+    except OpenCDPError as error:
+        raise _fail(error) from None
+    console.print(f"removed {name}")
 
 
 # -- segments -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ profile (``profile_map.canonical_id``) and the profile's identifiers
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -42,17 +43,20 @@ from opencdp.identity.identifiers import (
 from opencdp.identity.profiles import canonical_id, resolve
 from opencdp.identity.stage import stage_for
 from opencdp.privacy.mask import mask_identifier
+from opencdp.profiles import search
 from opencdp.profiles.computed import evaluate
 from opencdp.profiles.definitions import all_traits
 from opencdp.storage.base import Backend, param
 from opencdp.storage.schema import IDENTITIES
 from opencdp.web.auth import AuthRoute, Principal, require_scope
+from opencdp.web.errors import JSONResponse
 
 router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"], route_class=AuthRoute)
 Reader = Annotated[Principal, Depends(require_scope("read"))]
 Writer = Annotated[Principal, Depends(require_scope("write"))]
 _LOOKUPS = {"email": EMAIL, "phone": PHONE, "user_id": USER_ID, "anonymous_id": ANONYMOUS_ID, "loyalty_card": LOYALTY_CARD}
 _decode = msgspec.json.Decoder().decode
+_CURSOR = re.compile(r"[\w.:@-]{1,200}")  # a profile id
 
 
 class ProfileNotFound(TerminalError):
@@ -72,10 +76,9 @@ def _backend(request: Request) -> Backend:
 
 def _identifiers_query(backend: Backend) -> exp.Expression:
     return (
-        exp.select("kind", "value", "first_seen")
+        exp.select("kind", "value", "first_seen", "deleted")
         .from_(backend.table_ref(IDENTITIES))
-        .where(exp.column("profile_id").eq(param("profile_id")).and_(exp.column("deleted").not_()))
-        .order_by("kind", "value")
+        .where(exp.column("profile_id").eq(param("profile_id")))
     )
 
 
@@ -88,7 +91,12 @@ def _owner_query(backend: Backend) -> exp.Expression:
 
 
 def _identifiers(backend: Backend, canonical: str) -> list[dict[str, Any]]:
-    return backend.run(_identifiers_query, profile_id=canonical).to_pylist()
+    """The profile's identifiers by kind and value (filtered and sorted here: cheaper than in DuckDB for a few rows)."""
+    rows = backend.run(_identifiers_query, profile_id=canonical).to_pylist()
+    return sorted(
+        ({"kind": r["kind"], "value": r["value"], "first_seen": r["first_seen"]} for r in rows if not r["deleted"]),
+        key=lambda r: (r["kind"], r["value"]),
+    )
 
 
 def _in(column: str, values: list[str]) -> exp.Expression:
@@ -195,7 +203,39 @@ def lookup(
     found = _identity(backend, canonical, members)
     if "activity" in extras:
         found.update(_activity(backend, members))
-    return _masked(principal, found)
+    return JSONResponse(_masked(principal, found))  # msgspec: no pass through FastAPI's encoder
+
+
+@router.get("/search", summary="Profiles by the current value of a trait, paginated")
+def search_profiles(
+    request: Request,
+    principal: Reader,
+    trait: Annotated[str, Query(description="a trait's name (a top-level key of identify traits), e.g. city")],
+    value: Annotated[str | None, Query(description="the value the trait has now (last write wins), compared as text")] = None,
+    prefix: Annotated[str | None, Query(description="instead of `value`: the value starts with this")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
+) -> Any:
+    if not trait.strip() or len(trait) > search.MAX_TRAIT_CHARS:
+        raise BadLookup(
+            f"`trait` must be a trait's name of 1 to {search.MAX_TRAIT_CHARS} characters, e.g. trait=city", field="trait"
+        )
+    if (value is None) == (prefix is None):
+        raise BadLookup(
+            "give exactly one of `value` (exact match) and `prefix` (starts with), e.g. "
+            "/api/v1/profiles/search?trait=city&value=Kazan",
+            field="value",
+        )
+    if prefix == "":
+        raise BadLookup("`prefix` is empty, which every value starts with; give at least one character", field="prefix")
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
+        raise BadLookup("`cursor` is not the `next` of a previous page; pass it as it came", field="cursor")
+    page = search.search(
+        _backend(request), trait, value if value is not None else prefix or "", prefix=prefix is not None,
+        after=cursor or "", limit=limit,
+    )
+    found = [{"profile_id": r["profile_id"], "traits": {trait: r["value"]}, "updated_at": r["updated_at"]} for r in page.profiles]
+    return JSONResponse(principal.mask({"trait": trait, "profiles": found, "next": page.next}))
 
 
 @router.get("/{profile_id}", summary="A profile: identifiers, traits, activity")
@@ -206,7 +246,7 @@ def get_profile(request: Request, principal: Reader, profile_id: str) -> Any:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}; find one with GET /api/v1/profiles?email=...", field="profile_id")
     summary = _summary(backend, *resolved)
     summary["computed"] = _computed(request, backend, resolved[1])
-    return _masked(principal, summary)
+    return JSONResponse(_masked(principal, summary))
 
 
 def _computed(request: Request, backend: Backend, members: list[str]) -> dict[str, Any]:
