@@ -237,7 +237,7 @@ def realtime(backend: Backend, now: dt.datetime, rate: int, seconds: float, ids:
     while time.perf_counter() < end:
         with lock:
             batches, pending[:] = list(pending), []
-        took, changes = timed(lambda: engine.tick(dt.datetime.now(dt.UTC), scheduled=False))
+        took, _ = timed(lambda: engine.tick(dt.datetime.now(dt.UTC), scheduled=False))
         ticks.append(took)
         done = time.perf_counter()
         lags += [done - at for at, _ in batches]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from sqlglot import exp
 
-from opencdp.segments.ast import Node, events_used, segments_used, shortest_window
+from opencdp.segments.ast import Bucket, Node, Not, events_used, segments_used, shortest_window
 from opencdp.segments.membership import (
     ENTERED,
     EXITED,
@@ -34,7 +34,7 @@ from opencdp.segments.membership import (
     refresh,
     stored_for,
 )
-from opencdp.segments.sql import Catalogue
+from opencdp.segments.sql import Catalogue, members
 from opencdp.segments.store import ACTIVE, DYNAMIC, Segment, catalogue, list_segments
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import (
@@ -84,6 +84,27 @@ def _spans(tree: Node, known: Catalogue, seen: frozenset[str]) -> list[dt.timede
     return spans
 
 
+def _bucket_variants(tree: Node) -> list[Node]:
+    """The tree with every bucket always true, and with every bucket always false."""
+    if not any(isinstance(n, Bucket) for n in tree.walk()):
+        return [tree]
+    always = Bucket(low=0, high=100)
+    never = Not(this=always)
+
+    def swap(node: Node, to: Node) -> Node:
+        if isinstance(node, Bucket):
+            return to
+        changes: dict[str, object] = {}
+        for name, value in node.items():
+            if isinstance(value, Node):
+                changes[name] = swap(value, to)
+            elif isinstance(value, tuple) and value and isinstance(value[0], Node):
+                changes[name] = tuple(swap(v, to) for v in value)
+        return node.replace(**changes) if changes else node
+
+    return [swap(tree, always), swap(tree, never)]
+
+
 @dataclass
 class RealtimeStats:
     ticks: int = 0
@@ -121,6 +142,8 @@ class RealtimeSegments:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._scratch: Backend | None = None
+        self._empty_store: Backend | None = None
+        self._empty: dict[tuple[Node, dt.date], bool] = {}
 
     # called by the loader, after each stored batch --------------------------------------
     def observe(self, events: pa.Table) -> None:
@@ -150,7 +173,7 @@ class RealtimeSegments:
                 return []
             known = catalogue(self.backend)
             changes: list[Change] = []
-            due = [(segment, self._affected(segment, touched, known)) for segment in segments]
+            due = [(segment, self._affected(segment, touched, known, now)) for segment in segments]
             due = [(segment, profiles) for segment, profiles in due if profiles]
             if due:
                 everyone = sorted({p for _, profiles in due for p in profiles})
@@ -208,12 +231,31 @@ class RealtimeSegments:
                 changes.append(self._refresh(segment, now, known, profiles=None, reason="time window"))
         return changes
 
-    def _affected(self, segment: Segment, touched: dict[str, set[str]], known: Catalogue) -> list[str]:
+    def _affected(self, segment: Segment, touched: dict[str, set[str]], known: Catalogue, now: dt.datetime) -> list[str]:
         assert segment.tree is not None
         needs = dependencies(segment.tree, known)
-        if needs is None:
+        if needs is None or self._holds_when_empty(segment.tree, known, now):
+            # a segment a profile without any event is in (``not count(...)``, buckets) takes in new profiles
             return sorted(touched)
         return sorted(p for p, names in touched.items() if names & needs)
+
+    def _holds_when_empty(self, tree: Node, known: Catalogue, now: dt.datetime) -> bool:
+        key = (tree, now.date())
+        found = self._empty.get(key)
+        if found is None:
+            from opencdp.storage.duckdb import DuckDBBackend
+
+            if self._empty_store is None:
+                self._empty_store = DuckDBBackend(":memory:")
+                self._empty_store.create_schema()
+                row = {"profile_id": "\u0000empty", "canonical_id": "\u0000empty", "updated_at": now}
+                self._empty_store.insert(PROFILE_MAP.name, pa.Table.from_pylist([row], schema=PROFILE_MAP.arrow_schema))
+            # a bucket holds for some profiles and not others: try the empty profile both ways
+            found = any(bool(members(self._empty_store, variant, now, catalogue=known)) for variant in _bucket_variants(tree))
+            if len(self._empty) > 4096:
+                self._empty.clear()
+            self._empty[key] = found
+        return found
 
     def copy_profiles(self, ids: dict[str, str]) -> Backend:
         """A small in-memory store with every row of these profiles (``canonical`` ids of the touched ones)

@@ -499,7 +499,7 @@ class _Compiler:
             .where(
                 exp.and_(
                     *self.restrict(e("profile_id")),
-                    self.dialect.json_present(e("traits"), path),
+                    self.dialect.json_present(e("traits"), path[:1]),  # a write replaces the whole top-level trait
                     exp.LTE(this=e("timestamp"), expression=self.at()),
                 )
             )

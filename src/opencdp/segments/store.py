@@ -150,7 +150,9 @@ def validate(backend: Backend, definition: str | Mapping[str, Any], *, segment_i
         known = Known.from_store(backend)
         known = replace(known, computed=set(known_segments.computed) | set(known.computed), segments=set(known_segments.segments))
         for problem in check(tree, known):
-            if problem.severity == "error":
+            # an event not seen yet is fine (segments are made before data flows), unless it looks like a typo
+            unseen = problem.field == "event" and problem.suggestion is None
+            if problem.severity == "error" and not unseen:
                 raise SegmentError(problem.message, field=problem.field, suggestion=problem.suggestion)
             warnings.append(problem.message)
     return Validation(tree, to_text(tree), warnings)
