@@ -368,8 +368,6 @@ NODES = [
         # rita's later address has a street and no city: her earlier address.city is gone.
         ids("rita"),
         'not traits.address.city exists and traits.address.street = "Kremlyovskaya"',
-        engine_differs="the compiler reads a trait path from the latest event that has that path (rita's first "
-        "address.city stays), the profiles API replaces the whole top-level trait",
     ),
     Case("trait time vs ago", trait("created_at", Op.GT, Ago(d("30d"))), ids("boris", "lena", "mark"),
          "traits.created_at > ago(30d)"),
