@@ -63,6 +63,8 @@ def test_prepared_query_takes_values_as_parameters(backend: Backend) -> None:
     assert backend.run(_owned_by, profile_id=tricky).column(0).to_pylist() == ["user_id:C1"]
     assert backend.run(_owned_by, profile_id="nobody").num_rows == 0
     assert backend.prepared(_owned_by) is backend.prepared(_owned_by)  # rendered once
+    assert backend.run_rows(_owned_by, profile_id="p_1") == [("email:a@example.ru",), ("phone:+79161234567",)]
+    assert backend.run_rows(_owned_by, profile_id="nobody") == []
 
 
 @pytest.mark.parametrize("profiles", [["p_a"], ["p_a", "p_b"]])

@@ -59,8 +59,8 @@ def _members_query(backend: Backend) -> exp.Expression:
 
 def canonical_id(backend: Backend, profile_id: str) -> str | None:
     """The profile ``profile_id`` is now part of; None for an id never issued."""
-    found = backend.run(_canonical_query, profile_id=profile_id).column(0).to_pylist()
-    return str(found[0]) if found else None
+    found = backend.run_rows(_canonical_query, profile_id=profile_id)
+    return str(found[0][0]) if found else None
 
 
 def member_ids(backend: Backend, canonical: str) -> list[str]:
@@ -69,7 +69,7 @@ def member_ids(backend: Backend, canonical: str) -> list[str]:
     Without ``canonical`` itself among profile_map's rows for it, ``canonical`` is not
     (or no longer) a surviving profile; the list then holds only it.
     """
-    found = {str(p) for p in backend.run(_members_query, canonical=canonical).column(0).to_pylist()}
+    found = {str(row[0]) for row in backend.run_rows(_members_query, canonical=canonical)}
     return sorted(found | {canonical})
 
 
@@ -80,7 +80,7 @@ def resolve(backend: Backend, profile_id: str) -> tuple[str, list[str]] | None:
     One index read when ``profile_id`` is itself a surviving profile (the usual case:
     identities are re-owned by the survivor of a merge), three otherwise.
     """
-    found = {str(p) for p in backend.run(_members_query, canonical=profile_id).column(0).to_pylist()}
+    found = {str(row[0]) for row in backend.run_rows(_members_query, canonical=profile_id)}
     if profile_id in found:
         return profile_id, sorted(found)
     canonical = canonical_id(backend, profile_id)

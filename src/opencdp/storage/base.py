@@ -176,6 +176,15 @@ class Backend(ABC):
         """Run the ``prepared`` query ``build`` with its parameters' values."""
         return self.query_arrow(self.prepared(build), params)
 
+    def run_rows(self, build: QueryBuilder, **params: Any) -> list[tuple[Any, ...]]:
+        """``run`` for a few rows of text and numbers, as tuples (engines may skip Arrow for them).
+
+        Not for time columns: DuckDB gives zoned times only through Arrow (select epoch
+        milliseconds instead).
+        """
+        table = self.run(build, **params)
+        return list(zip(*(column.to_pylist() for column in table.columns), strict=True))
+
     def rows(self, sql: str | exp.Expression, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         text = sql if isinstance(sql, str) else self.render(sql)
         return self.query_arrow(text, params).to_pylist()

@@ -74,9 +74,14 @@ def _backend(request: Request) -> Backend:
     return backend
 
 
+_EPOCH_MS = {"duckdb": "epoch_ms", "clickhouse": "toUnixTimestamp64Milli"}  # times as numbers: see Backend.run_rows
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def _identifiers_query(backend: Backend) -> exp.Expression:
+    first_seen = exp.Anonymous(this=_EPOCH_MS[backend.capabilities.dialect], expressions=[exp.column("first_seen")])
     return (
-        exp.select("kind", "value", "first_seen", "deleted")
+        exp.select("kind", "value", exp.alias_(first_seen, "first_seen_ms"), "deleted")
         .from_(backend.table_ref(IDENTITIES))
         .where(exp.column("profile_id").eq(param("profile_id")))
     )
@@ -92,11 +97,11 @@ def _owner_query(backend: Backend) -> exp.Expression:
 
 def _identifiers(backend: Backend, canonical: str) -> list[dict[str, Any]]:
     """The profile's identifiers by kind and value (filtered and sorted here: cheaper than in DuckDB for a few rows)."""
-    rows = backend.run(_identifiers_query, profile_id=canonical).to_pylist()
-    return sorted(
-        ({"kind": r["kind"], "value": r["value"], "first_seen": r["first_seen"]} for r in rows if not r["deleted"]),
-        key=lambda r: (r["kind"], r["value"]),
-    )
+    rows = sorted(row for row in backend.run_rows(_identifiers_query, profile_id=canonical) if not row[3])
+    return [
+        {"kind": kind, "value": value, "first_seen": _EPOCH + dt.timedelta(milliseconds=ms)}
+        for kind, value, ms, _ in rows
+    ]
 
 
 def _in(column: str, values: list[str]) -> exp.Expression:
@@ -195,8 +200,8 @@ def lookup(
         reason = identifier.reason if isinstance(identifier, Unusable) else "empty"
         raise BadLookup(f"`{name}` {raw[:80]!r} is not a usable {name} ({reason}); check the value", field=name)
     backend = _backend(request)
-    owners = backend.run(_owner_query, identifier=identifier).column(0).to_pylist()
-    resolved = resolve(backend, str(owners[0])) if owners else None
+    owners = backend.run_rows(_owner_query, identifier=identifier)
+    resolved = resolve(backend, str(owners[0][0])) if owners else None
     if resolved is None:
         raise ProfileNotFound(f"no profile has {name} {raw[:80]!r}", field=name)
     canonical, members = resolved

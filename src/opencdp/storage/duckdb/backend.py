@@ -20,7 +20,7 @@ from sqlglot import exp
 
 from opencdp.errors import StoreLockedError
 from opencdp.storage import ddl
-from opencdp.storage.base import Backend, Capabilities, LoadBatch, LoadResult
+from opencdp.storage.base import Backend, Capabilities, LoadBatch, LoadResult, QueryBuilder
 from opencdp.storage.schema import CHECKPOINTS, Column, T, Table
 
 TYPES: dict[T, str] = {
@@ -117,6 +117,11 @@ class DuckDBBackend(Backend):
     def query_arrow(self, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         relation = self.con.sql(sql, params=dict(params) if params else None)
         return relation.to_arrow_table() if relation is not None else pa.table({})
+
+    def run_rows(self, build: QueryBuilder, **params: Any) -> list[tuple[Any, ...]]:
+        # Python tuples straight from the result: for a point read, building Arrow arrays
+        # costs about as much as the query itself (~0.4 ms).
+        return self.con.execute(self.prepared(build), params or None).fetchall()
 
     def insert(self, table: str, data: pa.Table) -> None:
         con = self.con
