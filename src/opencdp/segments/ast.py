@@ -40,7 +40,14 @@ the reference interpreter the tests use:
 * ``Sequence`` steps happen in order, each strictly later than the one before, all
   within ``within`` of the first step (and inside ``window``). ``NotFollowed``: some
   ``first`` event at least ``within`` before now with no ``then`` event in the
-  ``within`` after it (``then`` at the same time counts as following).
+  ``within`` after it (another ``then`` event at the same time counts as following; an
+  event never follows itself).
+* A date compared with a time is that whole UTC day: ``= 2024-05-20`` is any time that
+  day, ``> 2024-05-10`` from the next day on, ``between`` includes both days. A
+  date-time or ``ago(...)`` is an instant.
+* A typed column compared with a value of another type (``total = "25"``) is an error
+  when the segment is compiled, not a silent false; JSON fields are read as the
+  literal's type (numeric text counts as a number).
 * ``Bucket(low, high)`` holds for the profiles whose stable hash of
   ``salt:profile_id`` falls in ``[low, high)`` of 100 (see ``bucket_of``).
 """
@@ -62,6 +69,7 @@ class SegmentError(TerminalError):
     """A segment definition is invalid: ``detail`` says where and how to fix it."""
 
     code = "invalid_segment"
+    status = 422
 
     def __init__(
         self,

@@ -551,26 +551,47 @@ class _Compiler:
             first = _Rows(self, node.first.event, node.first.where, node.window, None, before=within)
             then = _Rows(self, node.then.event, node.then.where, None, None)
             a = first.select(None).distinct().subquery("a")
-            b = then.select(None).distinct().subquery("b")
-            # the earliest `then` at or after each `first` (ASOF: closest match of the inequality)
-            joined = (
-                exp.select(exp.column("_p", table="a"), exp.column("_t", table="a"), exp.alias_(exp.column("_t", table="b"), "_next"))
+            b = then.select(None).distinct()
+            col = exp.column
+            # the earliest `then` strictly after each `first` (ASOF: the closest match of the inequality) ...
+            after = (
+                exp.select(col("_p", table="a"), col("_t", table="a"), col("_m", table="a"), exp.alias_(col("_t", table="b"), "_next"))
                 .from_(a)
                 .join(
-                    b,
-                    on=exp.and_(
-                        exp.column("_p", table="b").eq(exp.column("_p", table="a")),
-                        exp.GTE(this=exp.column("_t", table="b"), expression=exp.column("_t", table="a")),
-                    ),
+                    b.subquery("b"),
+                    on=exp.and_(col("_p", table="b").eq(col("_p", table="a")), exp.GT(this=col("_t", table="b"), expression=col("_t", table="a"))),
                     join_type="asof left",
                 )
             )
-            unanswered = exp.or_(
-                exp.Is(this=exp.column("_next"), expression=exp.Null()),
-                exp.GT(this=exp.column("_next"), expression=_plus(exp.column("_t"), within)),
+            # ... and any other `then` event at the very same time (an event never follows itself)
+            same = (
+                exp.select("_p", "_t", exp.alias_(exp.Min(this=col("_m")), "_m1"), exp.alias_(exp.Max(this=col("_m")), "_m2"))
+                .from_(b.subquery("b0"))
+                .group_by("_p", "_t")
+            )
+            joined = (
+                exp.select(col("_p", table="l"), col("_t", table="l"), col("_next", table="l"), exp.alias_(
+                    exp.and_(
+                        exp.Not(this=exp.Is(this=col("_m1", table="s"), expression=exp.Null())),
+                        exp.or_(exp.NEQ(this=col("_m1", table="s"), expression=col("_m", table="l")),
+                                exp.NEQ(this=col("_m2", table="s"), expression=col("_m", table="l"))),
+                    ), "_same"))
+                .from_(after.subquery("l"))
+                .join(
+                    same.subquery("s"),
+                    on=exp.and_(col("_p", table="s").eq(col("_p", table="l")), col("_t", table="s").eq(col("_t", table="l"))),
+                    join_type="left",
+                )
+            )
+            unanswered = exp.and_(
+                exp.Not(this=exp.Coalesce(this=col("_same"), expressions=[exp.false()])),
+                exp.or_(
+                    exp.Is(this=col("_next"), expression=exp.Null()),
+                    exp.GT(this=col("_next"), expression=_plus(col("_t"), within)),
+                ),
             )
             return (
-                exp.select(exp.alias_(exp.column("_p"), "profile_id"), exp.alias_(exp.true(), "value"))
+                exp.select(exp.alias_(col("_p"), "profile_id"), exp.alias_(exp.true(), "value"))
                 .distinct()
                 .from_(joined.subquery("j"))
                 .where(unanswered)
@@ -626,6 +647,8 @@ class _Compiler:
         if op in (Op.CONTAINS, Op.STARTS_WITH, Op.MATCHES) and kind != Kind.TEXT:
                 raise SegmentError(f"`{op}` compares text; write the value in quotes, e.g. \"{values[0]}\"", field="value")
         left = self.typed(operand, kind)
+        if kind == Kind.TIME and any(_is_day(v) for v in (*values, high)):
+            return self.days(left, op, values, high)
         literals = [self.literal(v, kind) for v in values]
         match op:
             case Op.IN:
@@ -644,6 +667,45 @@ class _Compiler:
                 return exp.Between(this=left, low=literals[0], high=self.literal(high, kind))
         binary: dict[Op, type[exp.Binary]] = {Op.EQ: exp.EQ, Op.NE: exp.NEQ, Op.GT: exp.GT, Op.GE: exp.GTE, Op.LT: exp.LT, Op.LE: exp.LTE}
         return binary[op](this=left, expression=literals[0])
+
+    def days(self, left: exp.Expr, op: Op, values: tuple[Any, ...], high: Any) -> exp.Expr:
+        """A time against dates: a date is its whole UTC day (``= 2024-05-20`` is any time that day)."""
+
+        def start(value: Any) -> exp.Expr:
+            return self.time(value)
+
+        def end(value: Any) -> exp.Expr:  # the instant after the value: the next midnight for a day
+            return self.time(value + dt.timedelta(days=1)) if _is_day(value) else self.time(value)
+
+        def on(value: Any) -> exp.Expr:
+            if not _is_day(value):
+                return exp.EQ(this=left.copy(), expression=self.time(value))
+            return exp.and_(exp.GTE(this=left.copy(), expression=start(value)), exp.LT(this=left.copy(), expression=end(value)))
+
+        value = values[0]
+        later_than = exp.GTE if _is_day(value) else exp.GT
+        up_to = exp.LT if _is_day(value) else exp.LTE
+        match op:
+            case Op.EQ:
+                return on(value)
+            case Op.NE:
+                return exp.Not(this=exp.Paren(this=on(value)))
+            case Op.IN:
+                return exp.or_(*(exp.Paren(this=on(v)) for v in values))
+            case Op.NOT_IN:
+                return exp.Not(this=exp.Paren(this=exp.or_(*(exp.Paren(this=on(v)) for v in values))))
+            case Op.GT:
+                return later_than(this=left, expression=end(value))
+            case Op.GE:
+                return exp.GTE(this=left, expression=start(value))
+            case Op.LT:
+                return exp.LT(this=left, expression=start(value))
+            case Op.LE:
+                return up_to(this=left, expression=end(value))
+            case Op.BETWEEN:
+                top = exp.LT(this=left.copy(), expression=end(high)) if _is_day(high) else exp.LTE(this=left.copy(), expression=self.time(high))
+                return exp.and_(exp.GTE(this=left, expression=start(value)), top)
+        raise SegmentError(f"`{op}` does not compare times", field="op")
 
     def typed(self, operand: Operand, kind: str) -> exp.Expr:
         """The operand read as ``kind`` (JSON text is cast; a typed column must match)."""
@@ -685,6 +747,10 @@ def _plus(time: exp.Expr, delta: dt.timedelta) -> exp.Expr:
     seconds = int(delta.total_seconds())
     interval = exp.Interval(this=exp.Literal.number(abs(seconds)), unit=exp.var("SECOND"))
     return exp.Add(this=time, expression=interval) if seconds >= 0 else exp.Sub(this=time, expression=interval)
+
+
+def _is_day(value: Any) -> bool:
+    return isinstance(value, dt.date) and not isinstance(value, dt.datetime)
 
 
 def _literal_kind(value: Any) -> str:

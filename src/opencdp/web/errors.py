@@ -46,7 +46,7 @@ def error_response(status: int, error: str, detail: str, **extra: Any) -> JSONRe
 def install(app: FastAPI) -> None:
     @app.exception_handler(OpenCDPError)
     async def _domain(request: Request, error: OpenCDPError) -> JSONResponse:
-        extra: dict[str, Any] = {"field": error.field}
+        extra = {k: v for k, v in error.to_dict().items() if k not in ("error", "detail")}  # field, and what a kind adds
         if isinstance(error, TransientError):
             extra["retry_after"] = max(1, round(error.retry_after))
         status = 429 if error.code == "too_many_requests" else error.status

@@ -11,10 +11,9 @@ a 422 whose body says where (``line``, ``column``, ``field``) and how to fix it
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -25,30 +24,12 @@ from opencdp.segments.exports import SegmentExists, change_dict, describe, requi
 from opencdp.segments.sql import members as evaluate
 from opencdp.storage.base import Backend
 from opencdp.web.auth import AuthRoute, Principal, require_scope
-from opencdp.web.errors import error_response
 
 _MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 Definition = str | dict[str, Any]
 
 
-class SegmentRoute(AuthRoute):
-    """Answers ``SegmentError`` with everything it knows: line, column and suggestion as well as the field."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except SegmentError as error:
-                body = error.to_dict()
-                status = error.status if error.status != SegmentError.status else 422
-                return error_response(status, str(body.pop("error")), str(body.pop("detail")), **body)
-
-        return route
-
-
-router = APIRouter(prefix="/api/v1/segments", tags=["segments"], route_class=SegmentRoute)
+router = APIRouter(prefix="/api/v1/segments", tags=["segments"], route_class=AuthRoute)
 Reader = Annotated[Principal, Depends(require_scope("read"))]
 Writer = Annotated[Principal, Depends(require_scope("write"))]
 
