@@ -12,17 +12,19 @@ the same schedule. The full profile (``include=activity``: traits and activity, 
 scan the events) is timed apart at a low rate. Each run is preceded by a few requests
 sent one at a time, the latency without queueing.
 
-``--what-if-indexes`` then indexes identities.profile_id and profile_map.canonical_id
-(which the schema does not declare) and measures again, to size that change; give it
-``--memory-limit 1GB``: at the server's default limit (256MB) the extra indexes do not
-fit and lookups fail with DuckDB's "failed to pin block".
+The lookup's reads are point reads by indexed columns (identities.identifier, its
+key; identities.profile_id and profile_map.canonical_id, declared indexes), rendered
+once as queries with parameters. DuckDB keeps those ART indexes in memory once used
+(~360 MB at 1M profiles, within the default 1GB ``duckdb_memory_limit``); a server
+just started reads them from disk as lookups touch them, which the ``alone`` column
+(the first requests) shows.
 
     .venv/bin/python benchmarks/bench_profiles.py [--profiles 1000000] [--events 10000000] [--rate 100] [--duration 10]
-        [--what-if-indexes --memory-limit 1GB]
+        [--memory-limit 1GB]
 
 Target: p99 <= 20 ms at 100 lookups/s with 1,000,000 profiles. Bounded: about 3
-minutes at the default sizes (a minute of it building the store; an overloaded run
-waits for the server to drain its queue), about 6 with ``--what-if-indexes``.
+minutes at the default sizes (a minute or two of it building the store; an
+overloaded run waits for the server to drain its queue).
 """
 
 from __future__ import annotations
@@ -335,26 +337,6 @@ def build_store(data_dir: Path, profiles: int, events: int, seed: int) -> Built:
     return Built(people, identities.num_rows, redirects.num_rows, written, seconds, size)
 
 
-# Not in the schema (yet): the reverse look-ups the profile's identity part needs,
-# created by ``--what-if-indexes`` to measure what declaring them would give.
-WHAT_IF_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS identities_profile_id ON identities (profile_id)",
-    "CREATE INDEX IF NOT EXISTS profile_map_canonical_id ON profile_map (canonical_id)",
-)
-
-
-def add_indexes(data_dir: Path) -> float:
-    started = time.perf_counter()
-    backend = open_backend(Settings(data_dir=data_dir), create=False)
-    try:
-        for statement in WHAT_IF_INDEXES:
-            backend.execute(statement)
-        backend.execute("CHECKPOINT")
-    finally:
-        backend.close()
-    return time.perf_counter() - started
-
-
 # -- the requests --------------------------------------------------------------------------
 def _phone_as_typed(e164: str, rng: random.Random) -> str:
     digits = e164[2:]  # +7 9161234567 -> 9161234567
@@ -453,10 +435,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds sent before measuring")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--full-rate", type=float, default=2.0, help="full profiles (include=activity) per second; 0 skips them")
-    parser.add_argument(
-        "--what-if-indexes", action="store_true",
-        help="then index identities.profile_id and profile_map.canonical_id (not in the schema) and measure again",
-    )
     parser.add_argument("--memory-limit", help="the server's duckdb_memory_limit (default: the server's default)")
     parser.add_argument("--alone", type=int, default=20, help="requests sent one at a time before each run")
     parser.add_argument("--seed", type=int, default=5)
@@ -479,26 +457,22 @@ def main() -> None:
         paths = lookups(built.people, total, args.seed)
         full = [(p.replace("?", "?include=activity&", 1), s) for p, s in paths]
         rss: list[str] = []
-        verdicts: list[tuple[OpenLoopResult, OpenLoopResult]] = []  # (baseline, lookup) per server
-        for phase in ("", "what-if indexes") if args.what_if_indexes else ("",):
-            if phase:
-                print(f"  indexes:  {', '.join(WHAT_IF_INDEXES)}: {add_indexes(root / 'data'):.1f} s")
-            started = time.perf_counter()
-            limit = {"OPENCDP_DUCKDB_MEMORY_LIMIT": args.memory_limit} if args.memory_limit else None
-            server = start_opencdp(root / "data", timeout=300, env=limit)
-            print(f"  server:   up in {time.perf_counter() - started:.1f} s, RSS {rss_bytes(server.pid) / 2**20:,.0f} MiB")
-            suffix = f" ({phase})" if phase else ""
-            try:
-                verdicts.append((
-                    _run(server, "GET /health" + suffix, [("/health", 200)], args.rate, args),
-                    _run(server, "lookup" + suffix, paths, args.rate, args),
-                ))
-                results.extend(verdicts[-1])
-                if args.full_rate > 0:
-                    results.append(_run(server, "lookup + activity" + suffix, full, args.full_rate, args))
-                rss.append(f"{rss_bytes(server.pid) / 2**20:,.0f} MiB" + suffix)
-            finally:
-                server.stop()
+        verdicts: list[tuple[OpenLoopResult, OpenLoopResult]] = []  # (baseline, lookup)
+        started = time.perf_counter()
+        limit = {"OPENCDP_DUCKDB_MEMORY_LIMIT": args.memory_limit} if args.memory_limit else None
+        server = start_opencdp(root / "data", timeout=300, env=limit)
+        print(f"  server:   up in {time.perf_counter() - started:.1f} s, RSS {rss_bytes(server.pid) / 2**20:,.0f} MiB")
+        try:
+            verdicts.append((
+                _run(server, "GET /health", [("/health", 200)], args.rate, args),
+                _run(server, "lookup", paths, args.rate, args),
+            ))
+            results.extend(verdicts[-1])
+            if args.full_rate > 0:
+                results.append(_run(server, "lookup + activity", full, args.full_rate, args))
+            rss.append(f"{rss_bytes(server.pid) / 2**20:,.0f} MiB")
+        finally:
+            server.stop()
 
     def lat(values: list[float], q: float) -> str:
         return f"{percentile(sorted(values), q) * 1000:.2f}"
