@@ -54,6 +54,7 @@ from opencdp.segments.ast import (
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import (
     EVENTS,
+    ORDER_LINE_EVENT_COLUMNS,
     ORDER_LINES,
     PRODUCT_CHANGES,
     PRODUCTS,
@@ -318,6 +319,8 @@ class _Compiler:
         self.stack = stack
         self.leaves: list[exp.Expr] = []
         self.aliases: dict[Node, str] = {}
+        self.groups: dict[tuple[Any, ...], _Group] = {}
+        """Aggregates over the same rows share one subquery, one column each."""
 
     def at(self, before: dt.timedelta = dt.timedelta(0)) -> exp.Expr:
         """``now - before``, from the ``now`` parameter."""
@@ -360,8 +363,9 @@ class _Compiler:
                 exp.In(this=exp.column("canonical_id"), expressions=[exp.Literal.string(p) for p in self.profiles] or [exp.Null()])
             )
         query = exp.select(exp.alias_(exp.column("profile_id", table="u"), "profile_id")).from_(universe.subquery("u"))
-        for number, leaf in enumerate(self.leaves):
-            alias = f"l{number}"
+        subqueries = [(f"l{n}", leaf) for n, leaf in enumerate(self.leaves)]
+        subqueries += [(group.alias, group.build()) for group in self.groups.values()]
+        for alias, leaf in subqueries:
             query = query.join(
                 exp.Subquery(this=leaf, alias=exp.TableAlias(this=exp.to_identifier(alias))),
                 on=exp.column("profile_id", table=alias).eq(exp.column("profile_id", table="u")),
@@ -444,7 +448,7 @@ class _Compiler:
                 value = exp.Coalesce(this=value, expressions=[exp.Literal.number(empty)])  # type: ignore[assignment]
             return Operand(value, _trait_kind(trait))
         if isinstance(node, Aggregate):
-            value = self.leaf(node, lambda: self.aggregate(node))
+            value = self.aggregate(node)
             fn: Fn = node.fn
             if fn in (Fn.COUNT, Fn.SUM, Fn.DISTINCT):
                 return Operand(exp.Coalesce(this=value, expressions=[exp.Literal.number(0)]), Kind.NUMBER)
@@ -515,7 +519,8 @@ class _Compiler:
         ref = _Rows(self, node.event, node.where, node.window, node.value)
         return ref.value_kind(default=Kind.NUMBER)
 
-    def aggregate(self, node: Aggregate) -> exp.Select:
+    def aggregate(self, node: Aggregate) -> exp.Column:
+        """The aggregate's column in the subquery of its rows (shared with aggregates of the same rows)."""
         fn: Fn = node.fn
         rows = _Rows(self, node.event, node.where, node.window, node.value)
         kind: str | None = None
@@ -523,26 +528,12 @@ class _Compiler:
             kind = Kind.NUMBER
         elif node.value is not None:
             kind = rows.value_kind(default=Kind.TEXT if fn == Fn.DISTINCT else Kind.NUMBER)
-        select = rows.select(kind)
-        per_event = rows.lines and not rows.value_on_line
-        if per_event:  # one row per matching event, whatever number of its lines matched
-            select = select.distinct()
-        v, t = exp.column("_v"), exp.column("_t")
-        fold: exp.Expr = {
-            Fn.COUNT: lambda: exp.Count(this=exp.Star()),
-            Fn.SUM: lambda: exp.Sum(this=v),
-            Fn.AVG: lambda: exp.Avg(this=v),
-            Fn.MIN: lambda: exp.Min(this=v),
-            Fn.MAX: lambda: exp.Max(this=v),
-            Fn.DISTINCT: lambda: exp.Count(this=exp.Distinct(expressions=[v])),
-            Fn.FIRST_TIME: lambda: exp.Min(this=t),
-            Fn.LAST_TIME: lambda: exp.Max(this=t),
-        }[fn]()
-        return (
-            exp.select(exp.alias_(exp.column("_p"), "profile_id"), exp.alias_(fold, "value"))
-            .from_(select.subquery("r"))
-            .group_by(exp.column("_p"))
-        )
+        on_line = node.value is not None and node.value.startswith("line.")
+        key = (node.event, node.where, node.window, on_line)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = _Group(f"g{len(self.groups)}", self, node.event, node.where, node.window, on_line)
+        return group.column(fn, node.value, kind)
 
     def pattern(self, node: Node) -> exp.Select:
         """Profiles with the sequence (or the unanswered first step): ``(profile_id, value=true)``."""
@@ -796,6 +787,55 @@ def _trait_kind(trait: ComputedTrait) -> str:
     return Kind.TEXT
 
 
+@dataclass
+class _Group:
+    """Aggregates of one set of rows: one subquery ``(profile_id, v0, v1, ...)``.
+
+    ``on_line``: the folded values are order-line fields, so rows are lines; otherwise rows
+    are events, each once however many of its lines matched.
+    """
+
+    alias: str
+    compiler: _Compiler
+    event: tuple[str, ...] | None
+    where: Condition | None
+    window: Window | None
+    on_line: bool
+    folds: list[tuple[Fn, str | None, str | None]] = field(default_factory=list)
+
+    def column(self, fn: Fn, value: str | None, kind: str | None) -> exp.Column:
+        fold = (fn, value, kind)
+        if fold not in self.folds:
+            self.folds.append(fold)
+        return exp.column(f"v{self.folds.index(fold)}", table=self.alias)
+
+    def build(self) -> exp.Select:
+        values: list[tuple[str, str]] = []
+        for _, value, kind in self.folds:
+            if value is not None and kind is not None and (value, kind) not in values:
+                values.append((value, kind))
+        rows = _Rows(self.compiler, self.event, self.where, self.window, None, values=values)
+        select = rows.select_values()
+        if rows.lines and not self.on_line:  # one row per matching event, whatever number of its lines matched
+            select = select.distinct()
+        t = exp.column("_t")
+        outputs: list[exp.Expr] = [exp.alias_(exp.column("_p"), "profile_id")]
+        for number, (fn, value, kind) in enumerate(self.folds):
+            v = exp.column(f"_v{values.index((value, kind))}") if value is not None and kind is not None else None
+            fold: exp.Expr = {
+                Fn.COUNT: lambda v=v: exp.Count(this=exp.Star()),
+                Fn.SUM: lambda v=v: exp.Sum(this=v),
+                Fn.AVG: lambda v=v: exp.Avg(this=v),
+                Fn.MIN: lambda v=v: exp.Min(this=v),
+                Fn.MAX: lambda v=v: exp.Max(this=v),
+                Fn.DISTINCT: lambda v=v: exp.Count(this=exp.Distinct(expressions=[v])),
+                Fn.FIRST_TIME: lambda v=v: exp.Min(this=t.copy()),
+                Fn.LAST_TIME: lambda v=v: exp.Max(this=t.copy()),
+            }[fn]()
+            outputs.append(exp.alias_(fold, f"v{number}"))
+        return exp.select(*outputs).from_(select.subquery("r")).group_by(exp.column("_p"))
+
+
 class _Rows:
     """The matching rows of events (or order lines) for an aggregate or a step: ``_p``, ``_t``, ``_v``."""
 
@@ -807,8 +847,11 @@ class _Rows:
         window: Window | None,
         value: str | None,
         before: dt.timedelta = dt.timedelta(0),
+        values: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.c = compiler
+        self.values = list(values)
+        """Fields to read, as ``_v0``, ``_v1``, ... (with their kinds)."""
         self.event = event
         self.where = where
         self.window = window or Window()
@@ -818,13 +861,20 @@ class _Rows:
         paths = [n.path for n in (where.walk() if where is not None else ()) if isinstance(n, Field)]
         if value is not None:
             paths.append(value)
+        paths += [path for path, _ in self.values]
         self.lines = any(p.startswith("line.") for p in paths)
-        self.value_on_line = value is not None and value.startswith("line.")
+        # order lines carry their event's name, time, profile, channel ...: no join with events needed
+        self.lines_only = self.lines and all(
+            p.startswith(("line.", "product.")) or p in ORDER_LINE_EVENT_COLUMNS for p in paths
+        )
+        self.value_on_line = any(p.startswith("line.") for p in ([value] if value else []) + [v for v, _ in self.values])
+        self.e = "l" if self.lines_only else "e"
+        """The alias event columns are read from: the order lines themselves when they carry all that is needed."""
         self.products = any(p.startswith("product.") for p in paths)
         self.stock_then = any(p == f"product.{STOCK_THEN}" for p in paths)
 
     def operand(self, path: str) -> Operand:
-        e = lambda name: exp.column(name, table="e")  # noqa: E731
+        e = lambda name: exp.column(name, table=self.e)  # noqa: E731
         head, _, rest = path.partition(".")
         if head in _JSON_COLUMNS and rest:
             keys = tuple(rest.split("."))
@@ -864,20 +914,31 @@ class _Rows:
         return self.c.compare(self.operand(node.this.path), node)
 
     def select(self, kind: str | None) -> exp.Select:
+        """``_p``, ``_t``, ``_m`` (and ``_v``, the value read as ``kind``) of each matching row."""
+        if self.value is not None and kind is not None:
+            self.values = [(self.value, kind)]
+            return self.select_values(single=True)
+        self.values = []
+        return self.select_values()
+
+    def select_values(self, *, single: bool = False) -> exp.Select:
         c = self.c
-        e = lambda name: exp.column(name, table="e")  # noqa: E731
+        e = lambda name: exp.column(name, table=self.e)  # noqa: E731
         outputs: list[exp.Expr] = [
             exp.alias_(c.canonical(e("profile_id")), "_p"),
             exp.alias_(e("timestamp"), "_t"),
             exp.alias_(e("message_id"), "_m"),
         ]
-        if self.value is not None and kind is not None:
-            if self.value_on_line:
-                outputs.append(exp.alias_(exp.column("line_no", table="l"), "_line"))
-            outputs.append(exp.alias_(c.typed(self.operand(self.value), kind), "_v"))
-        query = exp.select(*outputs).from_(exp.alias_(exp.to_table(EVENTS.name), "e", table=True))
+        if self.value_on_line:
+            outputs.append(exp.alias_(exp.column("line_no", table="l"), "_line"))
+        for number, (path, kind) in enumerate(self.values):
+            outputs.append(exp.alias_(c.typed(self.operand(path), kind), "_v" if single else f"_v{number}"))
+        if self.lines_only:
+            query = exp.select(*outputs).from_(exp.alias_(exp.to_table(ORDER_LINES.name), "l", table=True))
+        else:
+            query = exp.select(*outputs).from_(exp.alias_(exp.to_table(EVENTS.name), "e", table=True))
         query = query.join(c.ref(PROFILE_MAP, "pm"), on=exp.column("profile_id", table="pm").eq(e("profile_id")), join_type="left")
-        if self.lines:
+        if self.lines and not self.lines_only:
             query = query.join(
                 exp.alias_(exp.to_table(ORDER_LINES.name), "l", table=True),
                 on=exp.column("message_id", table="l").eq(e("message_id")),
