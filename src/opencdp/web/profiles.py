@@ -201,10 +201,10 @@ def lookup(
         raise BadLookup(f"`{name}` {raw[:80]!r} is not a usable {name} ({reason}); check the value", field=name)
     backend = _backend(request)
     owners = backend.run_rows(_owner_query, identifier=identifier)
-    resolved = resolve(backend, str(owners[0][0])) if owners else None
-    if resolved is None:
+    if not owners:
         raise ProfileNotFound(f"no profile has {name} {raw[:80]!r}", field=name)
-    canonical, members = resolved
+    owner = str(owners[0][0])
+    canonical, members = resolve(backend, owner) or (owner, [owner])  # an owner without profile_map row: itself
     found = _identity(backend, canonical, members)
     if "activity" in extras:
         found.update(_activity(backend, members))
