@@ -289,11 +289,13 @@ def main() -> None:
         size = len(members(backend, tree, now))
         print(f"example 1: median {statistics.median(runs):.3f} s ({statistics.median(runs) / base:.2f}x baseline), {size:,} members")
 
-        for old in store.list_segments(backend):
+        for old in store.list_segments(backend):  # a previous run's segments, memberships and their events
             store.delete(backend, old.segment_id)
+        for statement in ("DELETE FROM segment_members", "DELETE FROM segment_sizes", "DELETE FROM events WHERE source = 'segments'"):
+            backend.execute(statement)
         definitions = hundred_segments()
-        for segment_id, text in definitions:
-            store.save(backend, segment_id, definition=text, now=now)
+        took, _ = timed(lambda: [store.save(backend, segment_id, definition=text, now=now) for segment_id, text in definitions])
+        print(f"saved (validated) 100 segments in {took:.1f} s")
         rss_before = peak_rss_mb()
         start = time.perf_counter()
         known = store.catalogue(backend)

@@ -20,13 +20,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from opencdp.segments.ast import params_used
 from opencdp.segments.sql import Catalogue, members
 from opencdp.segments.store import DYNAMIC, Segment, catalogue
 from opencdp.storage.base import Backend, LoadBatch
-from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP, SEGMENT_MEMBERS, SEGMENT_SIZES
+from opencdp.storage.schema import (
+    EVENTS,
+    ORDER_LINES,
+    PROFILE_MAP,
+    SEGMENT_MEMBERS,
+    SEGMENT_SIZES,
+    Table,
+)
 
 log = logging.getLogger(__name__)
 ENTERED, EXITED = "Segment Entered", "Segment Exited"
@@ -183,29 +191,50 @@ def apply(
 
 
 def _write(backend: Backend, changes: Sequence[tuple[Segment, Change, str]], now: dt.datetime) -> None:
-    """Segment Entered / Exited events, then the membership rows.
+    """Segment Entered / Exited events, then the membership rows, built column-wise (a first
+    refresh can change a million memberships).
 
     Events go first: a crash in between leaves the change to be found (and its events
     written) again on the next evaluation, rather than lost.
     """
-    events = [
-        _event(segment, profile, name, now, reason)
+    parts = [
+        (segment, name, ids, reason)
         for segment, change, reason in changes
         for name, ids in ((ENTERED, change.entered), (EXITED, change.exited))
-        for profile in ids
+        if ids
     ]
-    if not events:
+    if not parts:
         return
-    table = pa.Table.from_pylist(events, schema=EVENTS.arrow_schema)
+    events = pa.concat_tables([_events(segment, name, ids, now, reason) for segment, name, ids, reason in parts])
     # the ids are made from (segment, profile, change, now): only a retry of this very write can repeat one
-    backend.load(LoadBatch(table, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=1)))
-    rows = [
-        {"segment_id": segment.segment_id, "profile_id": p, "member": member, "since": now, "updated_at": now}
-        for segment, change, _ in changes
-        for member, ids in ((True, change.entered), (False, change.exited))
-        for p in ids
-    ]
-    backend.upsert(SEGMENT_MEMBERS, pa.Table.from_pylist(rows, schema=SEGMENT_MEMBERS.arrow_schema))
+    backend.load(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=1)))
+    members = pa.concat_tables(
+        [
+            _columns(
+                SEGMENT_MEMBERS,
+                len(ids),
+                segment_id=segment.segment_id,
+                profile_id=pa.array(ids, pa.string()),
+                member=name == ENTERED,
+                since=now,
+                updated_at=now,
+            )
+            for segment, name, ids, _ in parts
+        ]
+    )
+    backend.upsert(SEGMENT_MEMBERS, members)
+
+
+def _columns(table: Table, rows: int, **values: Any) -> pa.Table:
+    """A table of ``rows`` rows: array values as given, scalars repeated, missing columns null."""
+    columns = []
+    for spec in table.arrow_schema:
+        value = values.get(spec.name)
+        if isinstance(value, pa.Array):
+            columns.append(value.cast(spec.type))
+        else:
+            columns.append(pa.array([value] * rows, spec.type) if value is not None else pa.nulls(rows, spec.type))
+    return pa.Table.from_arrays(columns, schema=table.arrow_schema)
 
 
 def clear(backend: Backend, segment_id: str, now: dt.datetime) -> int:
@@ -222,21 +251,25 @@ def write_changes(backend: Backend, segment: Segment, change: Change, now: dt.da
     _write(backend, [(segment, change, reason)], now)
 
 
-def _event(segment: Segment, profile: str, name: str, now: dt.datetime, reason: str) -> dict[str, Any]:
-    key = f"{segment.segment_id}|{profile}|{name}|{now.isoformat()}"
-    properties = {"segment_id": segment.segment_id, "segment_name": segment.name, "reason": reason}
-    return {
-        "message_id": "seg-" + hashlib.sha1(key.encode()).hexdigest()[:24],
-        "type": "track",
-        "event": name,
-        "timestamp": now,
-        "received_at": now,
-        "source": "segments",
-        "channel": "system",
-        "properties": json.dumps(properties, ensure_ascii=False),
-        "lsn": 0,
-        "profile_id": profile,
-    }
+def _events(segment: Segment, name: str, profiles: list[str], now: dt.datetime, reason: str) -> pa.Table:
+    """One ``name`` event per profile; message ids are stable for (segment, profile, change, time)."""
+    properties = json.dumps({"segment_id": segment.segment_id, "segment_name": segment.name, "reason": reason}, ensure_ascii=False)
+    stamp = hashlib.sha1(f"{segment.segment_id}|{name}|{now.isoformat()}".encode()).hexdigest()[:16]
+    ids = pc.binary_join_element_wise(f"seg-{stamp}", pa.array(profiles, pa.string()), ":")
+    return _columns(
+        EVENTS,
+        len(profiles),
+        message_id=ids,
+        type="track",
+        event=name,
+        timestamp=now,
+        received_at=now,
+        source="segments",
+        channel="system",
+        properties=properties,
+        lsn=0,
+        profile_id=pa.array(profiles, pa.string()),
+    )
 
 
 def last_size(backend: Backend, segment_id: str) -> int | None:
