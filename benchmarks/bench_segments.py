@@ -277,6 +277,10 @@ def main() -> None:
             backend.create_schema()
             took, counts = timed(lambda: load_store(backend, demo))
             print(f"loaded {counts} in {took:.0f} s")
+        for old in store.list_segments(backend):  # a previous run's segments, memberships and their events
+            store.delete(backend, old.segment_id)
+        for statement in ("DELETE FROM segment_members", "DELETE FROM segment_sizes", "DELETE FROM events WHERE source = 'segments'"):
+            backend.execute(statement)
         rows = int(backend.scalar("SELECT count(*) FROM events") or 0)
         profiles = int(backend.scalar("SELECT count(DISTINCT canonical_id) FROM profile_map") or 0)
         now = backend.scalar("SELECT max(timestamp) FROM events")
@@ -289,12 +293,8 @@ def main() -> None:
         size = len(members(backend, tree, now))
         print(f"example 1: median {statistics.median(runs):.3f} s ({statistics.median(runs) / base:.2f}x baseline), {size:,} members")
 
-        for old in store.list_segments(backend):  # a previous run's segments, memberships and their events
-            store.delete(backend, old.segment_id)
-        for statement in ("DELETE FROM segment_members", "DELETE FROM segment_sizes", "DELETE FROM events WHERE source = 'segments'"):
-            backend.execute(statement)
         definitions = hundred_segments()
-        took, _ = timed(lambda: [store.save(backend, segment_id, definition=text, now=now) for segment_id, text in definitions])
+        took, _ = timed(lambda: [store.save(backend, segment_id, definition=text) for segment_id, text in definitions])
         print(f"saved (validated) 100 segments in {took:.1f} s")
         rss_before = peak_rss_mb()
         start = time.perf_counter()
