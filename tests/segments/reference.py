@@ -308,6 +308,8 @@ class _Interpreter:
         for event in self.events.get(profile, []):
             if names is not None and event.row["event"] not in names:
                 continue
+            if names is None and event.row["event"] in ("Segment Entered", "Segment Exited"):
+                continue  # membership changes count only where they are named
             if window is not None and not in_window(window, event.time, self.now):
                 continue
             if on_lines:

@@ -25,6 +25,8 @@ the reference interpreter the tests use:
   with a missing value (a trait never set, ``avg`` of no orders, text where a number
   is compared) is false, and ``not`` is the complement.
 * Profiles are canonical: events of merged profiles count for the survivor.
+* An aggregate of any event (no event named) leaves out ``Segment Entered`` and
+  ``Segment Exited``, which the engine writes itself; name them to count them.
 * ``count`` counts matching events; ``sum``/``avg``/``min``/``max`` fold a field over
   them; ``distinct`` counts distinct values of a field. With no matching event,
   ``count``, ``sum`` and ``distinct`` are 0, the others are missing.

@@ -252,6 +252,8 @@ _COLUMN_KINDS = {T.STRING: Kind.TEXT, T.LOW_CARD: Kind.TEXT, T.INT: Kind.NUMBER,
                  T.TIMESTAMP: Kind.TIME, T.BOOL: Kind.BOOL, T.DATE: Kind.TIME}
 _JSON_COLUMNS = ("properties", "context", "traits", "integrations")
 STOCK_THEN = "stock_then"
+MEMBERSHIP_EVENTS = ("Segment Entered", "Segment Exited")
+"""Written by the segment engine; aggregates of any event leave them out (name them to count them)."""
 
 
 @dataclass(frozen=True)
@@ -962,6 +964,9 @@ class _Rows:
                 join_type="asof left",
             )
         conditions = c.restrict(e("profile_id"))
+        if not self.event:  # any event, but not the segment engine's own: a change must not change the segment
+            own = [exp.Literal.string(n) for n in MEMBERSHIP_EVENTS]
+            conditions.append(exp.Not(this=exp.In(this=e("event"), expressions=own)))
         if self.event:
             names = [exp.Literal.string(n) for n in self.event]
             conditions.append(e("event").eq(names[0]) if len(names) == 1 else exp.In(this=e("event"), expressions=names))
