@@ -187,10 +187,6 @@ class Window:
     def is_all(self) -> bool:
         return self.last is None and self.since is None and self.until is None
 
-    @property
-    def shortest(self) -> dt.timedelta | None:
-        """How soon membership may change with time alone (for the refresh schedule)."""
-        return self.last.delta if self.last is not None else None
 
 
 ALL_TIME = Window()
@@ -603,15 +599,3 @@ def bind(tree: Node, params: Mapping[str, Any]) -> Node:
         return type(node)(**changes)
 
     return visit(tree)
-
-
-def walk_values(tree: Node) -> Iterator[tuple[Node, str, Any]]:
-    """Every non-node argument of every node: (node, argument name, value)."""
-    for node in tree.walk():
-        for name, value in node.items():
-            if not isinstance(value, Node) and not (isinstance(value, tuple) and value and isinstance(value[0], Node)):
-                yield node, name, value
-
-
-def conjuncts(tree: Node) -> tuple[Node, ...]:
-    return tree.conditions if isinstance(tree, And) else (tree,)
