@@ -11,7 +11,7 @@ CUSTOMERS ?= 5000
 
 $(BIN)/opencdp: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --all-extras
 	@touch $@
 
 install: $(BIN)/opencdp

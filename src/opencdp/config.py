@@ -117,6 +117,14 @@ class Settings(BaseSettings):
         "IP address (so revenue and product statistics stay right) and with no profile.",
     )
 
+    # -- analytics (issue 5) --
+
+    # -- predictions (issue 5) --
+
+    # -- recommendations (issue 6) --
+
+    # -- campaigns (issue 7) --
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -33,6 +33,7 @@ segments_app = typer.Typer(help="Segments: define, check, preview, refresh, list
 traits_app = typer.Typer(help="Computed traits: list them, declare and remove those kept in the store.", no_args_is_help=True)
 app.add_typer(traits_app, name="traits")
 app.add_typer(segments_app, name="segments")
+# stage command groups (reports, predict, recs, campaigns) are defined in their own cli modules, added here one line each
 console = Console()
 err = Console(stderr=True)
 

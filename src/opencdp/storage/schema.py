@@ -432,8 +432,24 @@ SEGMENT_SIZES = Table(
     doc="Size history of each segment.",
 )
 
-TABLES: tuple[Table, ...] = (
+# -- analytics (issue 5: RFM, cohorts, reports, BI export) --------------------------------------
+ANALYTICS_TABLES: tuple[Table, ...] = ()
+
+# -- predictions (issue 5: BG/NBD, Gamma-Gamma, classifiers) ------------------------------------
+PREDICTION_TABLES: tuple[Table, ...] = ()
+
+# -- recommendations (issue 6) --------------------------------------------------------------------
+RECOMMENDATION_TABLES: tuple[Table, ...] = ()
+
+# -- campaigns (issue 7: channels, templates, campaigns, scenarios) ------------------------------
+CAMPAIGN_TABLES: tuple[Table, ...] = ()
+
+CORE_TABLES: tuple[Table, ...] = (
     EVENTS, ORDER_LINES, PRODUCTS, PRODUCT_CHANGES, QUARANTINE, CHECKPOINTS, API_KEYS,
     IDENTITIES, PROFILE_MAP, PROFILE_MERGES, IDENTITY_CONFLICTS, SUPPRESSIONS, MATCH_CANDIDATES,
     ERASED_IDENTIFIERS, PRIVACY_AUDIT, COMPUTED_TRAIT_DEFINITIONS, SEGMENTS, SEGMENT_MEMBERS, SEGMENT_SIZES,
+)
+
+TABLES: tuple[Table, ...] = (
+    CORE_TABLES + ANALYTICS_TABLES + PREDICTION_TABLES + RECOMMENDATION_TABLES + CAMPAIGN_TABLES
 )

@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(consent.router)
     app.include_router(segments.router)
     app.include_router(traits.router)
+    # stage routers (analytics, predictions, recommendations, campaigns) follow, one line each
 
     @app.get("/health", tags=["admin"], summary="Liveness")
     def health() -> dict[str, str]:
