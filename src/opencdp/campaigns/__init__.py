@@ -1,0 +1,1 @@
+"""Communication: channels, templates, campaigns, scenarios (issue 7)."""
