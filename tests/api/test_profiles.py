@@ -139,3 +139,14 @@ def test_full_profile_has_computed_traits_builtin_and_configured(api: Api, tmp_p
     computed = api.client.get(f"/api/v1/profiles/{profile_id}", headers=api.admin).json()["computed"]
     assert computed["orders"] == 1 and computed["revenue"] == 3000
     assert computed["pages_seen"] == 1
+
+
+def test_full_profile_lists_stored_scores(api: Api) -> None:
+    from opencdp.profiles.scores import write_scores
+
+    send_journey(api)
+    profile_id = api.client.get("/api/v1/profiles", params={"user_id": "u1"}, headers=api.admin).json()["profile_id"]
+    write_scores(api.backend, "churn_probability", [profile_id, "someone_else"], [0.83, 0.1], model_version="v1")
+    write_scores(api.backend, "rfm_cell", [profile_id], ["at_risk"], model_version="v1")
+    scores = api.client.get(f"/api/v1/profiles/{profile_id}", headers=api.admin).json()["scores"]
+    assert scores == {"churn_probability": 0.83, "rfm_cell": "at_risk"}

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from sqlglot import exp
 
-from opencdp.segments.ast import Bucket, Node, Not, events_used, segments_used, shortest_window
+from opencdp.segments.ast import (
+    Bucket,
+    Computed,
+    Node,
+    Not,
+    events_used,
+    segments_used,
+    shortest_window,
+)
 from opencdp.segments.membership import (
     ENTERED,
     EXITED,
@@ -43,6 +51,8 @@ from opencdp.storage.schema import (
     PRODUCT_CHANGES,
     PRODUCTS,
     PROFILE_MAP,
+    PROFILE_SCORES,
+    SCORE_MODELS,
     SEGMENT_MEMBERS,
     Table,
 )
@@ -82,6 +92,12 @@ def _spans(tree: Node, known: Catalogue, seen: frozenset[str]) -> list[dt.timede
         if inner is not None:
             spans += _spans(inner, known, seen | {other})
     return spans
+
+
+def _score_versions(tree: Node, known: Catalogue) -> tuple[tuple[str, str], ...]:
+    """The versions of the stored scores a tree names (a new version of one means a full refresh is due)."""
+    names = sorted({n.name for n in tree.walk() if isinstance(n, Computed) and n.name in known.scores})
+    return tuple((name, known.scores[name].model_version) for name in names)
 
 
 def _bucket_variants(tree: Node) -> list[Node]:
@@ -141,6 +157,8 @@ class RealtimeSegments:
         self._observed_at: float | None = None
         self._lock = threading.Lock()
         self._last_full: dict[str, float] = {}
+        self._scored: dict[str, tuple[tuple[str, str], ...]] = {}
+        """Per segment, the score versions its last full evaluation read."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._scratch: Backend | None = None
@@ -229,10 +247,14 @@ class RealtimeSegments:
             if last is None:
                 self._last_full[segment.segment_id] = clock  # created or seen just now: its save evaluated it
                 continue
-            if period is not None and clock - last >= period:
+            versions = _score_versions(segment.tree, known)
+            rescored = versions != self._scored.setdefault(segment.segment_id, versions)
+            if rescored or (period is not None and clock - last >= period):
                 self._last_full[segment.segment_id] = clock
+                self._scored[segment.segment_id] = versions
                 self.stats.scheduled += 1
-                changes.append(self._refresh(segment, now, known, profiles=None, reason="time window"))
+                reason = "new scores" if rescored else "time window"
+                changes.append(self._refresh(segment, now, known, profiles=None, reason=reason))
         return changes
 
     def _affected(self, segment: Segment, touched: dict[str, set[str]], known: Catalogue, now: dt.datetime) -> list[str]:
@@ -284,6 +306,8 @@ class RealtimeSegments:
             (SEGMENT_MEMBERS, exp.In(this=exp.column("profile_id"), expressions=[value.copy() for value in literal])),
             (PRODUCTS, None),
             (PRODUCT_CHANGES, None),
+            (PROFILE_SCORES, exp.In(this=exp.column("profile_id"), expressions=[value.copy() for value in literal])),
+            (SCORE_MODELS, None),
         ]
         for table, where in copies:
             rows = self.backend.current(table, where)

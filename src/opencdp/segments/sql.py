@@ -24,6 +24,7 @@ from sqlglot import exp
 
 from opencdp.errors import TerminalError
 from opencdp.profiles.computed import BUILTIN, ComputedTrait, compile_trait
+from opencdp.profiles.scores import ScoreInfo, score_names, score_query
 from opencdp.segments.ast import (
     Age,
     Aggregate,
@@ -301,6 +302,8 @@ class Catalogue:
     computed: Mapping[str, ComputedTrait] = field(default_factory=lambda: {t.name: t for t in BUILTIN})
     segments: Mapping[str, Node | None] = field(default_factory=dict)
     """Segment id -> its tree; None for a static or uploaded segment, read from ``segment_members``."""
+    scores: Mapping[str, ScoreInfo] = field(default_factory=dict)
+    """Stored scores (``profiles/scores.py``: RFM cells, predictions) by name, read like computed traits."""
 
 
 class _Compiler:
@@ -442,6 +445,9 @@ class _Compiler:
             text = self.leaf(Trait(path=node.path), lambda: self.trait(path))
             day = self.dialect.to_date(self.dialect.to_time(text))
             return Operand(self.age(day) if isinstance(node, Age) else self.days_until(day), Kind.NUMBER)
+        if isinstance(node, Computed) and node.name not in self.catalogue.computed and node.name in self.catalogue.scores:
+            info = self.catalogue.scores[node.name]
+            return Operand(self.leaf(node, lambda: score_query(self.backend, info)), Kind.NUMBER if info.kind == "number" else Kind.TEXT)
         if isinstance(node, Computed):
             trait = self.computed_trait(node.name)
             value = self.leaf(node, lambda: compile_trait(trait, self.backend or self.dialect.name, self.now))
@@ -464,7 +470,8 @@ class _Compiler:
     def computed_trait(self, name: str) -> ComputedTrait:
         trait = self.catalogue.computed.get(name)
         if trait is None:
-            raise SegmentError(f"unknown computed trait `{name}`{_suggest(name, list(self.catalogue.computed))}", field="name")
+            known = [*self.catalogue.computed, *self.catalogue.scores]
+            raise SegmentError(f"unknown computed trait `{name}`{_suggest(name, known)}", field="name")
         return trait
 
     def age(self, day: exp.Expr) -> exp.Expr:
@@ -1044,9 +1051,18 @@ def _cache_key(
             now.date(),
             now if computed else None,  # computed traits are compiled with now as a literal
             tuple((name, catalogue.computed.get(name)) for name in computed),
+            tuple((name, info.model_version) for name in computed if (info := catalogue.scores.get(name)) is not None),
         )
     except TypeError:  # an unhashable parameter value: do not cache
         return None
+
+
+def _scores_named(backend: Backend, tree: Node) -> dict[str, ScoreInfo]:
+    """The stored scores a tree names (none looked up when it names no computed trait beyond the built-ins)."""
+    builtin = {t.name for t in BUILTIN}
+    if all(n.name in builtin for n in tree.walk() if isinstance(n, Computed)):
+        return {}
+    return score_names(backend)
 
 
 def _frozen(value: Any) -> Any:
@@ -1092,9 +1108,9 @@ def members(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware, e.g. datetime.now(datetime.UTC)")
     if catalogue is None:
-        catalogue = Catalogue(segments=segments or {})
+        catalogue = Catalogue(segments=segments or {}, scores=_scores_named(backend, tree))
     elif segments is not None:
-        catalogue = Catalogue(computed=catalogue.computed, segments=segments)
+        catalogue = Catalogue(computed=catalogue.computed, segments=segments, scores=catalogue.scores)
     sql, values = render(backend, tree, now, params=params, catalogue=catalogue, profiles=profiles)
     try:
         result = backend.query_arrow(sql, values)

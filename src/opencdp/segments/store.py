@@ -19,6 +19,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from opencdp.profiles.computed import BUILTIN, ComputedTrait
+from opencdp.profiles.scores import score_names
 from opencdp.segments.ast import Condition, Node, SegmentError, segments_used
 from opencdp.segments.jsonform import from_json, to_json
 from opencdp.segments.sql import Catalogue, compile_segment
@@ -125,7 +126,7 @@ def catalogue(backend: Backend, *, without: str | None = None) -> Catalogue:
     for segment in list_segments(backend):
         if segment.segment_id != without and segment.status == ACTIVE:
             segments[segment.segment_id] = segment.tree if segment.kind == DYNAMIC else None
-    return Catalogue(computed=computed_traits(backend), segments=segments)
+    return Catalogue(computed=computed_traits(backend), segments=segments, scores=score_names(backend))
 
 
 def validate(backend: Backend, definition: str | Mapping[str, Any], *, segment_id: str | None = None) -> Validation:
@@ -139,7 +140,7 @@ def validate(backend: Backend, definition: str | Mapping[str, Any], *, segment_i
         with_self[segment_id] = tree
         for other, other_tree in with_self.items():
             if other_tree is not None and other != segment_id and segment_id in segments_used(other_tree):
-                compile_segment(other_tree, backend, dt.datetime.now(dt.UTC), catalogue=Catalogue(known_segments.computed, with_self), params=_dummy_params(other_tree))
+                compile_segment(other_tree, backend, dt.datetime.now(dt.UTC), catalogue=Catalogue(known_segments.computed, with_self, known_segments.scores), params=_dummy_params(other_tree))
     compile_segment(tree, backend, dt.datetime.now(dt.UTC), catalogue=known_segments, params=_dummy_params(tree))
     warnings: list[str] = []
     try:
@@ -148,7 +149,7 @@ def validate(backend: Backend, definition: str | Mapping[str, Any], *, segment_i
         pass
     else:
         known = Known.from_store(backend)
-        known = replace(known, computed=set(known_segments.computed) | set(known.computed), segments=set(known_segments.segments))
+        known = replace(known, computed=set(known_segments.computed) | set(known_segments.scores) | set(known.computed), segments=set(known_segments.segments))
         for problem in check(tree, known):
             # an event not seen yet is fine (segments are made before data flows), unless it looks like a typo
             unseen = problem.field == "event" and problem.suggestion is None

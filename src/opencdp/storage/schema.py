@@ -432,6 +432,37 @@ SEGMENT_SIZES = Table(
     doc="Size history of each segment.",
 )
 
+# -- stored scores (profiles/scores.py) ---------------------------------------------------------
+PROFILE_SCORES = Table(
+    "profile_scores",
+    (
+        _c("name", T.LOW_CARD, False, "the score, e.g. rfm_cell, churn_probability, clv"),
+        _c("model_version", T.STRING, False, "the run that wrote it; readers use the version score_models names"),
+        _c("profile_id", T.STRING, False, "a canonical profile id at the time of the run"),
+        _c("number", T.FLOAT, doc="the value of a number score"),
+        _c("text", T.STRING, doc="the value of a text score"),
+    ),
+    order_by=("name", "model_version", "profile_id"),
+    doc="Per-profile values computed in bulk by models and reports (RFM cells, predictions), one version per name.",
+)
+
+SCORE_MODELS = Table(
+    "score_models",
+    (
+        _c("name", T.STRING, False),
+        _c("kind", T.LOW_CARD, False, "number or text"),
+        _c("model_version", T.STRING, False, "the current version of the score"),
+        _c("computed_at", T.TIMESTAMP, False),
+        _c("profiles", T.INT, False, "profiles with a value"),
+        _c("description", T.STRING),
+        _c("metrics", T.JSON, doc="fit metrics, cut points, parameters of the run"),
+    ),
+    order_by=("name",),
+    key=("name",),
+    version="computed_at",
+    doc="The registry of stored scores: which version of each is current, with its metrics.",
+)
+
 # -- analytics (issue 5: RFM, cohorts, reports, BI export) --------------------------------------
 ANALYTICS_TABLES: tuple[Table, ...] = ()
 
@@ -442,12 +473,104 @@ PREDICTION_TABLES: tuple[Table, ...] = ()
 RECOMMENDATION_TABLES: tuple[Table, ...] = ()
 
 # -- campaigns (issue 7: channels, templates, campaigns, scenarios) ------------------------------
-CAMPAIGN_TABLES: tuple[Table, ...] = ()
+CAMPAIGN_DEFINITIONS = Table(
+    "campaign_definitions",
+    (
+        _c("kind", T.LOW_CARD, False, "template, campaign or scenario"),
+        _c("id", T.STRING, False, "a slug: letters, digits, '_' and '-'"),
+        _c("name", T.STRING, False),
+        _c("definition", T.JSON, False, "the object as JSON (opencdp.campaigns.definitions)"),
+        _c("status", T.LOW_CARD, False, "draft, active, paused or done (templates: active)"),
+        _c("created_at", T.TIMESTAMP, False),
+        _c("updated_at", T.TIMESTAMP, False),
+        _c("deleted", T.BOOL, False),
+    ),
+    order_by=("kind", "id"),
+    key=("kind", "id"),
+    version="updated_at",
+    doc="Message templates, campaigns and trigger scenarios, validated when saved and activated.",
+)
+
+OUTBOX = Table(
+    "outbox",
+    (
+        _c("campaign_id", T.STRING, False),
+        _c("step_id", T.STRING, False, "the scenario step (with ~run for re-entries); 'send' for broadcasts"),
+        _c("profile_id", T.STRING, False, "canonical profile id when planned"),
+        _c("message_id", T.STRING, False, "deterministic from the key: the provider's idempotency key"),
+        _c("variant", T.STRING, False, "A/B variant name; 'control' rows are holdouts never sent"),
+        _c("channel", T.LOW_CARD, False, "the channel name of the campaign's configuration"),
+        _c("template_id", T.STRING, False),
+        _c("topic", T.LOW_CARD, False, "consent topic checked at send time"),
+        _c("transactional", T.BOOL, False, "bypasses frequency caps and quiet hours (consent still applies)"),
+        _c("params", T.JSON, doc="values bound from the entering event, for the template"),
+        _c("state", T.LOW_CARD, False, "planned, sending, sent, delivered, failed, skipped, held_out"),
+        _c("reason", T.STRING, doc="why skipped or failed (no_consent, suppressed, frequency_cap, ...)"),
+        _c("attempts", T.INT, False),
+        _c("not_before", T.TIMESTAMP, False, "earliest send time: schedule, local window, quiet hours, backoff"),
+        _c("address", T.STRING, doc="where it was sent"),
+        _c("provider_message_id", T.STRING),
+        _c("created_at", T.TIMESTAMP, False),
+        _c("sent_at", T.TIMESTAMP),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("campaign_id", "step_id", "profile_id"),
+    key=("campaign_id", "step_id", "profile_id"),
+    version="updated_at",
+    doc="Every message to send, written before it is sent: exactly one per (campaign, step, profile).",
+)
+
+JOURNEYS = Table(
+    "journeys",
+    (
+        _c("scenario_id", T.STRING, False),
+        _c("profile_id", T.STRING, False, "canonical profile id at entry"),
+        _c("run", T.INT, False, "1 for the first entry, then 2, 3 ... (re-entry rules)"),
+        _c("state", T.LOW_CARD, False, "active, done or exited"),
+        _c("step_id", T.STRING, doc="the step to run next"),
+        _c("wake_at", T.TIMESTAMP, False, "when the step is due"),
+        _c("entered_at", T.TIMESTAMP, False),
+        _c("trigger_message_id", T.STRING, doc="the entering event"),
+        _c("params", T.JSON, doc="values bound from the entering event"),
+        _c("path", T.JSON, doc="split decisions so far: {step_id: branch}"),
+        _c("reason", T.STRING, doc="why it ended: goal event, exit, done"),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("scenario_id", "profile_id", "run"),
+    key=("scenario_id", "profile_id", "run"),
+    version="updated_at",
+    doc="Where each profile is in each trigger scenario.",
+)
+
+INBOX = Table(
+    "inbox",
+    (
+        _c("profile_id", T.STRING, False, "the canonical profile the message is for"),
+        _c("message_id", T.STRING, False, "the campaign message id (one per campaign, step and profile)"),
+        _c("campaign_id", T.STRING),
+        _c("subject", T.STRING),
+        _c("text", T.STRING, False),
+        _c("html", T.STRING),
+        _c("data", T.JSON, doc="extra fields for the app: image, link, buttons"),
+        _c("created_at", T.TIMESTAMP, False),
+        _c("expires_at", T.TIMESTAMP, doc="hidden from the inbox after this time"),
+        _c("read_at", T.TIMESTAMP, doc="when the profile first opened it; null while unread"),
+        _c("deleted", T.BOOL, False, "the profile removed it from the inbox"),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("profile_id", "message_id"),
+    key=("profile_id", "message_id"),
+    version="updated_at",
+    doc="In-app inbox messages (channel inbox), per profile.",
+)
+
+CAMPAIGN_TABLES: tuple[Table, ...] = (CAMPAIGN_DEFINITIONS, OUTBOX, JOURNEYS, INBOX)
 
 CORE_TABLES: tuple[Table, ...] = (
     EVENTS, ORDER_LINES, PRODUCTS, PRODUCT_CHANGES, QUARANTINE, CHECKPOINTS, API_KEYS,
     IDENTITIES, PROFILE_MAP, PROFILE_MERGES, IDENTITY_CONFLICTS, SUPPRESSIONS, MATCH_CANDIDATES,
     ERASED_IDENTIFIERS, PRIVACY_AUDIT, COMPUTED_TRAIT_DEFINITIONS, SEGMENTS, SEGMENT_MEMBERS, SEGMENT_SIZES,
+    PROFILE_SCORES, SCORE_MODELS,
 )
 
 TABLES: tuple[Table, ...] = (

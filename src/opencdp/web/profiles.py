@@ -46,6 +46,7 @@ from opencdp.privacy.mask import mask_identifier
 from opencdp.profiles import search
 from opencdp.profiles.computed import evaluate
 from opencdp.profiles.definitions import all_traits
+from opencdp.profiles.scores import scores_of
 from opencdp.storage.base import Backend, param
 from opencdp.storage.schema import IDENTITIES
 from opencdp.web.auth import AuthRoute, Principal, require_scope
@@ -251,6 +252,7 @@ def get_profile(request: Request, principal: Reader, profile_id: str) -> Any:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}; find one with GET /api/v1/profiles?email=...", field="profile_id")
     summary = _summary(backend, *resolved)
     summary["computed"] = _computed(request, backend, resolved[1])
+    summary["scores"] = scores_of(backend, resolved[1])  # RFM cells, predictions: see profiles/scores.py
     return JSONResponse(_masked(principal, summary))
 
 
