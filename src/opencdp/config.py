@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -124,6 +124,52 @@ class Settings(BaseSettings):
     # -- recommendations (issue 6) --
 
     # -- campaigns (issue 7) --
+    campaign_channels: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Channels campaigns may use, by name: `{\"email\": {\"kind\": \"email\", \"host\": ..., "
+        "\"port\": 25, \"from\": ...}}`; `kind` is an adapter of opencdp.campaigns.channels, the other keys its "
+        "settings. A campaign naming a channel not listed here is refused at activation.",
+    )
+    campaign_base_url: str = Field(
+        "http://localhost:8000",
+        description="Public URL of this server, used in tracking links (click redirect, open pixel, unsubscribe).",
+    )
+    campaign_secret: str = Field(
+        "", description="Key signing message links; empty: a random one kept in <data_dir>/campaign_secret."
+    )
+    campaign_caps: dict[str, list[int]] = Field(
+        default_factory=lambda: {"all": [3, 10]},
+        description="Frequency caps for non-transactional messages per profile: `{channel name or \"all\": "
+        "[per day, per week]}`; a message over a cap is skipped (reason frequency_cap).",
+    )
+    campaign_quiet_hours: list[str] = Field(
+        ["21:00", "09:00"],
+        description="No non-transactional message is sent between these local times of the recipient (their "
+        "`timezone` trait, else campaign_timezone); such sends wait for the end. [] turns quiet hours off.",
+    )
+    campaign_timezone: str = Field("Europe/Moscow", description="Time zone of profiles without a `timezone` trait.")
+    campaign_rate_limits: dict[str, float] = Field(
+        default_factory=dict, description="Messages per second per channel name (a provider's limit); none: unlimited."
+    )
+    campaign_max_attempts: int = Field(6, ge=1, description="Send attempts on transient errors before a message fails.")
+    campaign_retry_base_s: float = Field(
+        30.0, gt=0, description="First retry delay; doubles per attempt (capped at 1 h), or the provider's Retry-After."
+    )
+    campaign_global_control_percent: float = Field(
+        0.0, ge=0, le=50, description="Share of all profiles that receive no marketing message (global control group)."
+    )
+    campaign_global_control_redraw_days: int = Field(
+        90, ge=1, description="The global control group is redrawn every this many days (counted from 1970-01-01)."
+    )
+    campaign_attribution_hours: float = Field(
+        72.0, gt=0, description="Conversions within this many hours of an open or click are attributed to the message."
+    )
+    campaign_conversion_event: str = Field("Order Completed", description="The event counted as a conversion.")
+    campaign_sender_batch: int = Field(500, ge=1, description="Outbox rows the sender claims per step.")
+    campaign_sender_threads: int = Field(4, ge=1, description="Concurrent hand-offs to channels per sender step.")
+    campaign_interval_s: float = Field(
+        0.2, ge=0, description="How often the sender and the scenario engine look for work; 0: not started with the server."
+    )
 
     @classmethod
     def settings_customise_sources(

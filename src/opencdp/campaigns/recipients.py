@@ -1,0 +1,114 @@
+"""What the sender needs to know about a batch of recipients, read in a few queries.
+
+For canonical profile ids: their traits (the latest value of each by event time, over every
+profile id merged into them, like the 360° profile), their current consent per channel and
+topic (``opencdp.consent.store``: read at send time, never cached between batches), and their
+stored scores (predictions: ``opencdp.profiles.scores``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from sqlglot import exp
+
+from opencdp.consent.store import history
+from opencdp.identity.profiles import members_of
+from opencdp.storage.base import Backend
+from opencdp.storage.schema import EVENTS
+
+_CHUNK = 2000
+_decode = msgspec.json.Decoder().decode
+
+CONSENT_CHANNEL = {
+    "email": "email", "sms": "sms", "viber": "viber", "telegram": "telegram", "push": "push",
+    "webpush": "web_push", "inbox": "push", "webhook": "email", "cascade": "sms",
+}
+"""The consent channel a channel kind needs (the inbox follows push consent; a webhook delivering a
+message to a person is held to the email consent unless the channel config names ``consent_channel``)."""
+
+ADDRESS_TRAITS = {
+    "email": ("email",),
+    "sms": ("phone",),
+    "viber": ("viber_id", "phone"),
+    "telegram": ("telegram_chat_id", "telegram_id"),
+    "push": ("push_token", "device_token"),
+    "webpush": ("web_push_subscription",),
+    "cascade": ("phone",),
+}
+
+
+@dataclass
+class Recipient:
+    profile_id: str
+    traits: dict[str, Any] = field(default_factory=dict)
+    consents: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(channel, topic) -> opted_in / pending / opted_out."""
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    def consent(self, channel: str, topic: str) -> str:
+        return self.consents.get((channel, topic), "unknown")
+
+    def address(self, kind: str) -> str | None:
+        if kind in ("inbox", "webhook"):
+            return self.profile_id
+        for name in ADDRESS_TRAITS.get(kind, ()):
+            value = self.traits.get(name)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+            if isinstance(value, dict) and value:  # a web push subscription object
+                return msgspec.json.encode(value).decode()
+        return None
+
+
+def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> dict[str, Recipient]:
+    """Recipient data for canonical ids (every id given gets an entry)."""
+    result = {p: Recipient(p) for p in canonical}
+    if not result:
+        return result
+    members = members_of(backend, list(result))
+    ids = sorted(members)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        query = (
+            exp.select("profile_id", "traits")
+            .from_(exp.to_table(EVENTS.name))
+            .where(
+                exp.and_(
+                    exp.column("profile_id").isin(*(exp.Literal.string(p) for p in chunk)),
+                    exp.column("traits").is_(exp.null()).not_(),
+                )
+            )
+            .order_by("timestamp", "message_id")
+        )
+        table = backend.select(query)
+        for profile_id, text in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
+            try:
+                values = _decode(text)
+            except msgspec.DecodeError:
+                continue
+            if isinstance(values, dict):
+                result[members[profile_id]].traits.update(values)
+    for profile, entry in history(backend, list(result)).items():
+        for change in entry.changes:  # oldest first: the last one standing wins
+            result[profile].consents[(change.channel, change.topic)] = change.status.value
+    if scores:
+        _scores(backend, result, members)
+    return result
+
+
+def _scores(backend: Backend, result: dict[str, Recipient], members: dict[str, str]) -> None:
+    try:
+        from opencdp.profiles.scores import read_scores, score_names
+    except ImportError:  # pragma: no cover - scores not present
+        return
+    names = score_names(backend)
+    ids = sorted(members)
+    for name in names:
+        for start in range(0, len(ids), _CHUNK):
+            table = read_scores(backend, name, ids[start : start + _CHUNK])
+            for profile_id, value in zip(table.column("profile_id").to_pylist(), table.column("value").to_pylist(), strict=True):
+                result[members[profile_id]].scores.setdefault(name, value)

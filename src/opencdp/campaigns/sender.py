@@ -1,0 +1,315 @@
+"""The sender: claims due outbox rows, applies the delivery policy, renders, hands off, records.
+
+One ``step``:
+
+1. read up to ``batch`` due rows (planned and due, or left ``sending`` by a sender that died);
+2. read the recipients (traits, consent, scores), the suppression list and the week's sends;
+3. decide per row (``opencdp.campaigns.policy``): skipped rows keep the reason, deferred rows
+   (quiet hours) get a later ``not_before``. **This is the only way to a channel**, so no
+   message can reach a person without consent;
+4. mark the rows to send ``sending`` (stored before any hand-off);
+5. render and hand off (``threads`` at a time, each channel's rate limit applied);
+6. store each outcome: ``sent``/``delivered``; a transient error goes back to ``planned``
+   after a backoff (``retry_base_s`` doubling, or the provider's Retry-After) until
+   ``max_attempts``; a permanent one is ``failed`` and its address goes on the suppression list
+   (``hard_bounce``); and write the message events (Message Sent, Delivered, Failed, Bounced).
+
+An exception from a channel counts as a transient error for that message; anything that stops
+the process between 4 and 6 leaves rows in ``sending``, which the next sender sends again with
+the same message id (the provider's idempotency key).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from opencdp.campaigns import context as contexts
+from opencdp.campaigns import outbox, recipients, store, templates, tracking
+from opencdp.campaigns.channels.base import Message, SendResult
+from opencdp.campaigns.experiments import in_global_control
+from opencdp.campaigns.policy import Caps, Decision, decide
+from opencdp.campaigns.registry import Channels
+from opencdp.campaigns.tracking import Links, MessageRef, Signer
+from opencdp.consent import suppressions
+from opencdp.errors import OpenCDPError
+from opencdp.storage.base import Backend
+
+log = logging.getLogger(__name__)
+_decode = msgspec.json.Decoder().decode
+_HARD = {"email": "email", "sms": "sms", "viber": "viber", "telegram": "telegram", "push": "push", "webpush": "web_push"}
+
+
+@dataclass
+class SenderOptions:
+    base_url: str = "http://localhost:8000"
+    batch: int = 500
+    threads: int = 4
+    max_attempts: int = 6
+    retry_base_s: float = 30.0
+    caps: dict[str, list[int]] = field(default_factory=lambda: {"all": [3, 10]})
+    quiet_hours: list[str] = field(default_factory=lambda: ["21:00", "09:00"])
+    timezone: str = "Europe/Moscow"
+    global_control_percent: float = 0.0
+    global_control_redraw_days: int = 90
+    scores: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SenderOptions:
+        return cls(
+            base_url=settings.campaign_base_url.rstrip("/"), batch=settings.campaign_sender_batch,
+            threads=settings.campaign_sender_threads, max_attempts=settings.campaign_max_attempts,
+            retry_base_s=settings.campaign_retry_base_s, caps=dict(settings.campaign_caps),
+            quiet_hours=list(settings.campaign_quiet_hours), timezone=settings.campaign_timezone,
+            global_control_percent=settings.campaign_global_control_percent,
+            global_control_redraw_days=settings.campaign_global_control_redraw_days,
+        )
+
+
+@dataclass
+class StepResult:
+    claimed: int = 0
+    sent: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+@dataclass
+class SenderStats:
+    steps: int = 0
+    sent: int = 0
+    skipped: int = 0
+    retried: int = 0
+    failed: int = 0
+    handoff_lag_s: list[float] = field(default_factory=list)
+    """Seconds from a row's ``not_before`` to its hand-off (the last 1000): trigger latency."""
+    on_handoff: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+
+
+class Sender:
+    def __init__(
+        self,
+        backend: Backend,
+        channels: Channels,
+        signer: Signer,
+        options: SenderOptions | None = None,
+        *,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.backend = backend
+        self.channels = channels
+        self.signer = signer
+        self.options = options or SenderOptions()
+        self.clock = clock
+        self.catalogue = contexts.Catalogue(backend)
+        self.stats = SenderStats()
+        self._pool = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="campaign-send")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def run_until_idle(self, max_steps: int = 100_000) -> StepResult:
+        """Step until nothing is due now (tests, the CLI, benchmarks)."""
+        total = StepResult()
+        for _ in range(max_steps):
+            result = self.step()
+            for name in total.__dataclass_fields__:
+                setattr(total, name, getattr(total, name) + getattr(result, name))
+            if result.claimed == 0:
+                break
+        return total
+
+    # -- one step -------------------------------------------------------------------------
+    def step(self) -> StepResult:
+        now = self.clock()
+        rows = outbox.due(self.backend, now, self.options.batch)
+        result = StepResult(claimed=len(rows))
+        if not rows:
+            return result
+        self.stats.steps += 1
+        profiles = list(dict.fromkeys(r["profile_id"] for r in rows))
+        people = recipients.load(self.backend, profiles, scores=self.options.scores)
+        caps = Caps.from_sent(self.options.caps, outbox.sent_since(self.backend, profiles, now - dt.timedelta(days=7)), now)
+        found_templates = self._templates({r["template_id"] for r in rows})
+        campaigns = self._campaigns({r["campaign_id"] for r in rows})
+
+        addresses: dict[int, str | None] = {}
+        kinds: dict[int, tuple[str, str]] = {}
+        for i, row in enumerate(rows):
+            try:
+                configured = self.channels.get(row["channel"])
+            except OpenCDPError as error:
+                addresses[i] = None
+                kinds[i] = ("", "")
+                row["_error"] = f"channel: {error.detail}"
+                continue
+            kinds[i] = (configured.kind, configured.consent_channel)
+            addresses[i] = people[row["profile_id"]].address(configured.kind)
+        blocked = self._suppressed(rows, addresses, kinds)
+
+        to_send: list[dict[str, Any]] = []
+        done: list[dict[str, Any]] = []
+        for i, row in enumerate(rows):
+            if "_error" in row:
+                done.append(self._finish(row, outbox.FAILED, now, reason=row.pop("_error")))
+                result.failed += 1
+                continue
+            kind, consent_channel = kinds[i]
+            decision: Decision = decide(
+                people[row["profile_id"]], address=addresses[i], consent_channel=consent_channel, topic=row["topic"],
+                transactional=bool(row["transactional"]), suppressed=i in blocked,
+                in_global_control=in_global_control(
+                    row["profile_id"], self.options.global_control_percent, now, self.options.global_control_redraw_days
+                ),
+                channel=row["channel"], caps=caps, now=now, quiet=self.options.quiet_hours,
+                default_zone=self.options.timezone,
+            )
+            if decision.send:
+                if not row["transactional"]:
+                    caps.count(row["profile_id"], row["channel"])
+                to_send.append({**row, "state": outbox.SENDING, "address": addresses[i], "attempts": row["attempts"] + 1})
+            elif decision.defer_until is not None:
+                done.append({**row, "state": outbox.PLANNED, "not_before": decision.defer_until, "reason": decision.reason})
+                result.deferred += 1
+            else:
+                done.append(self._finish(row, outbox.SKIPPED, now, reason=decision.reason))
+                result.skipped += 1
+        outbox.write(self.backend, to_send, now)  # claimed: from here a crash means "send again"
+        for row in to_send:
+            row["updated_at"] = outbox._after(row.get("updated_at"), now)
+
+        outcomes = list(self._pool.map(lambda r: self._handoff(r, people, found_templates, campaigns), to_send))
+        finished_at = self.clock()
+        events: dict[str, list[MessageRef]] = {}
+        for row, (outcome, ref) in zip(to_send, outcomes, strict=True):
+            if outcome.ok:
+                state = outbox.DELIVERED if outcome.status == "delivered" else outbox.SENT
+                done.append(self._finish(row, state, finished_at, provider=outcome.provider_message_id))
+                events.setdefault(tracking.SENT, []).append(ref)
+                if state == outbox.DELIVERED:
+                    events.setdefault(tracking.DELIVERED, []).append(ref)
+                result.sent += 1
+            elif outcome.status == "transient" and row["attempts"] < self.options.max_attempts:
+                delay = outcome.retry_after_s or min(3600.0, self.options.retry_base_s * 2 ** (row["attempts"] - 1))
+                done.append({**row, "state": outbox.PLANNED, "reason": f"retry: {outcome.error}"[:500],
+                             "not_before": finished_at + dt.timedelta(seconds=delay)})
+                result.retried += 1
+            else:
+                done.append(self._finish(row, outbox.FAILED, finished_at, reason=outcome.error[:500] or outcome.status))
+                events.setdefault(tracking.FAILED, []).append(ref)
+                if outcome.status == "permanent" and ref.channel in _HARD and row.get("address"):
+                    events.setdefault(tracking.BOUNCED, []).append(ref)
+                    self._suppress(_HARD[ref.channel], row["address"], outcome.error)
+                result.failed += 1
+        outbox.write(self.backend, done, finished_at)
+        for name, refs in events.items():
+            tracking.record(self.backend, tracking.event_rows(name, refs, finished_at))
+        self.stats.sent += result.sent
+        self.stats.skipped += result.skipped
+        self.stats.retried += result.retried
+        self.stats.failed += result.failed
+        return result
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _finish(self, row: dict[str, Any], state: str, now: dt.datetime, *, reason: str | None = None,
+                provider: str | None = None) -> dict[str, Any]:
+        sent = now if state in (outbox.SENT, outbox.DELIVERED) else row.get("sent_at")
+        return {**row, "state": state, "reason": reason, "sent_at": sent, "provider_message_id": provider}
+
+    def _templates(self, ids: set[str]) -> dict[str, templates.Template | None]:
+        found: dict[str, templates.Template | None] = {}
+        for tid in ids:
+            stored = store.get(self.backend, store.TEMPLATE, tid)
+            found[tid] = templates.Template.from_dict(stored.definition, tid) if stored else None
+        return found
+
+    def _campaigns(self, ids: set[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for cid in ids:
+            stored = store.get(self.backend, store.CAMPAIGN, cid) or store.get(self.backend, store.SCENARIO, cid)
+            out[cid] = {"id": cid, "name": stored.name if stored else cid}
+        return out
+
+    def _suppressed(self, rows: Sequence[dict[str, Any]], addresses: dict[int, str | None],
+                    kinds: dict[int, tuple[str, str]]) -> set[int]:
+        by_channel: dict[str, list[int]] = {}
+        for i in range(len(rows)):
+            if addresses[i] and kinds[i][1]:
+                by_channel.setdefault(kinds[i][1], []).append(i)
+        blocked: set[int] = set()
+        for channel, indexes in by_channel.items():
+            try:
+                found = suppressions.suppressed(self.backend, channel, [addresses[i] or "" for i in indexes])
+            except OpenCDPError:
+                continue
+            blocked.update(i for i in indexes if addresses[i] in found)
+        return blocked
+
+    def _suppress(self, channel: str, address: str, error: str) -> None:
+        try:
+            suppressions.add(self.backend, channel, address, suppressions.Reason.HARD_BOUNCE, source=f"send: {error[:100]}")
+        except OpenCDPError:
+            log.warning("could not suppress %s on %s", address, channel)
+
+    def _handoff(
+        self,
+        row: dict[str, Any],
+        people: dict[str, recipients.Recipient],
+        found: dict[str, templates.Template | None],
+        campaigns: dict[str, dict[str, Any]],
+    ) -> tuple[SendResult, MessageRef]:
+        configured = self.channels.get(row["channel"])
+        ref = MessageRef(row["message_id"], row["campaign_id"], row["step_id"], row["profile_id"], row["variant"],
+                         configured.kind, row["topic"])
+        template = found.get(row["template_id"])
+        if template is None:
+            return SendResult.permanent(f"template {row['template_id']!r} does not exist"), ref
+        try:
+            message = self.message(row, ref, template, people[row["profile_id"]], campaigns[row["campaign_id"]])
+        except templates.TemplateError as error:
+            return SendResult("permanent", None, f"template: {error.detail}"), ref
+        self.channels.throttle(row["channel"])
+        try:
+            outcome = configured.channel.send(message)
+        except Exception as error:  # a broken adapter is a provider that is down: retry later
+            log.exception("channel %s raised", row["channel"])
+            outcome = SendResult.transient(f"{type(error).__name__}: {error}")
+        lag = (self.clock() - row["not_before"]).total_seconds()
+        lags = self.stats.handoff_lag_s
+        lags.append(lag)
+        if len(lags) > 1000:
+            del lags[:-1000]
+        for hook in self.stats.on_handoff:
+            hook(row)
+        return outcome, ref
+
+    def message(self, row: dict[str, Any], ref: MessageRef, template: templates.Template,
+                person: recipients.Recipient, campaign: dict[str, Any]) -> Message:
+        """Render one outbox row into the channel's message (links tracked, unsubscribe headers)."""
+        links = Links(self.options.base_url, self.signer, ref)
+        token = links.token
+        urls = links.urls(token)
+        params = _decode(row["params"]) if row.get("params") else {}
+        ctx = contexts.build(person, params, campaign=campaign, urls=urls, catalogue=self.catalogue,
+                             variant=row["variant"], message_id=row["message_id"])
+        rendered = templates.render(template, ctx)
+        html = tracking.rewrite_links(rendered.html, links, token) if rendered.html else None
+        text = rendered.text or (templates.html_to_text(rendered.html) if rendered.html else "")
+        if ref.channel != "email":
+            text = tracking.rewrite_text_links(text, links, token)
+        unsubscribe = None if row["transactional"] else urls["unsubscribe_url"]
+        return Message(
+            message_id=row["message_id"], channel=ref.channel, to=row["address"], text=text,
+            subject=rendered.subject or None, html=html,
+            data={"campaign_id": row["campaign_id"], "step_id": row["step_id"], "variant": row["variant"], "token": token},
+            list_unsubscribe=unsubscribe, list_unsubscribe_post=unsubscribe is not None,
+            profile_id=row["profile_id"], campaign_id=row["campaign_id"], transactional=bool(row["transactional"]),
+        )

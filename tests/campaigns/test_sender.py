@@ -1,0 +1,118 @@
+"""The sender: consent at send time, exactly once across a crash, retries, suppression, caps, quiet hours."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from opencdp.campaigns import outbox
+from opencdp.campaigns.channels.base import SendResult
+from opencdp.consent import suppressions
+from opencdp.storage.base import Backend
+from tests.campaigns.helpers import NOW, Crash, FakeChannel, event, load, person, save_template, sender
+
+
+def _plan(backend: Backend, profiles: list[str], *, transactional: bool = False, topic: str = "marketing",
+          at: dt.datetime = NOW) -> None:
+    n = len(profiles)
+    outbox.plan(backend, campaign_id="c1", step_id="send", profile_ids=profiles, variants=["A"] * n,
+                channels=["email"] * n, templates=["t1"] * n, not_before=[at] * n, topic=topic,
+                transactional=transactional, now=at)
+
+
+def _states(backend: Backend) -> dict[str, tuple[str, str | None]]:
+    return {r["profile_id"]: (r["state"], r["reason"]) for r in outbox.rows_of(backend, "c1")}
+
+
+def test_no_send_without_consent(backend: Backend) -> None:
+    load(backend, [person("yes", first_name="Anna"), person("no", consent=False), person("never", consent=None),
+                   person("later", consent=True)])
+    load(backend, [event("later", type="track", name="Unsubscribed", properties={"channel": "email"}, at=NOW - dt.timedelta(hours=1))])
+    save_template(backend)
+    _plan(backend, ["yes", "no", "never", "later"])
+    fake = FakeChannel()
+    sender(backend, fake).run_until_idle()
+    assert [m.to for m in fake.calls] == ["yes@shop.test"]
+    states = _states(backend)
+    assert states["yes"][0] == "sent"
+    assert states["no"] == ("skipped", "no_consent")
+    assert states["never"] == ("skipped", "no_consent")
+    assert states["later"] == ("skipped", "no_consent")
+    message = fake.calls[0]
+    assert message.subject == "Hi Anna"
+    assert "/m/c/" in (message.html or "") and "/m/o/" in (message.html or "")
+    assert message.list_unsubscribe and message.list_unsubscribe_post
+    sent = backend.rows("SELECT event, profile_id, properties FROM events WHERE event = 'Message Sent'")
+    assert [r["profile_id"] for r in sent] == ["yes"] and '"campaign_id":"c1"' in sent[0]["properties"]
+
+
+def test_transactional_bypasses_caps_not_consent(backend: Backend) -> None:
+    load(backend, [person("a"), person("out", consent=None)])
+    load(backend, [event("out", name="Consent Updated", properties={"channel": "email", "topic": "transactional", "status": "opted_out"})])
+    save_template(backend)
+    _plan(backend, ["a", "out"], transactional=True, topic="transactional")
+    fake = FakeChannel()
+    sender(backend, fake, caps={"all": [0, 0]}).run_until_idle()
+    assert [m.to for m in fake.calls] == ["a@shop.test"]
+    assert _states(backend)["out"] == ("skipped", "no_consent")
+
+
+def test_crash_mid_send_no_loss_no_duplicate(backend: Backend) -> None:
+    profiles = [f"p{i:02d}" for i in range(30)]
+    load(backend, [person(p) for p in profiles])
+    save_template(backend)
+    _plan(backend, profiles)
+    provider = FakeChannel(crash_after=7)
+    with pytest.raises(Crash):
+        sender(backend, provider, batch=10).run_until_idle()
+    states = [r["state"] for r in outbox.rows_of(backend, "c1")]
+    assert states.count("sending") == 10  # claimed before the hand-off
+    provider.crash_after = None  # the same provider (it dedupes by message id), a new sender process
+    result = sender(backend, provider, batch=10).run_until_idle()
+    assert result.sent == 30
+    rows = outbox.rows_of(backend, "c1")
+    assert {r["state"] for r in rows} == {"sent"}
+    assert sorted(provider.accepted) == sorted(r["message_id"] for r in rows)  # none lost
+    assert len(provider.accepted) == 30  # one message per profile at the provider
+    resent = [m.message_id for m in provider.calls]
+    assert len(resent) - len(set(resent)) <= 7  # only hand-offs cut short by the crash were repeated, same id
+    events = backend.rows("SELECT count(*) AS n, count(DISTINCT profile_id) AS u FROM events WHERE event = 'Message Sent'")[0]
+    assert events["n"] == 30 and events["u"] == 30
+
+
+def test_transient_errors_retry_with_backoff_then_permanent_suppresses(backend: Backend) -> None:
+    load(backend, [person("a"), person("b")])
+    save_template(backend)
+    _plan(backend, ["a", "b"])
+    fake = FakeChannel([SendResult.transient("421 try later", retry_after_s=60), SendResult.permanent("550 no such user")])
+    s = sender(backend, fake, batch=1)
+    s.run_until_idle()
+    states = {r["profile_id"]: r for r in outbox.rows_of(backend, "c1")}
+    retried = next(r for r in states.values() if r["state"] == "planned")
+    failed = next(r for r in states.values() if r["state"] == "failed")
+    assert retried["attempts"] == 1 and retried["not_before"].replace(tzinfo=dt.UTC) >= NOW + dt.timedelta(seconds=60)
+    assert suppressions.is_suppressed(backend, "email", failed["address"])
+    later = sender(backend, fake, batch=1)
+    later.clock = lambda: NOW + dt.timedelta(minutes=2)
+    later.run_until_idle()
+    assert {r["profile_id"]: r["state"] for r in outbox.rows_of(backend, "c1")}[retried["profile_id"]] == "sent"
+    assert len({m.message_id for m in fake.calls}) == 2 and len(fake.calls) == 3  # the retry reused the id
+
+
+def test_suppressed_caps_and_quiet_hours(backend: Backend) -> None:
+    load(backend, [person("s"), person("c"), person("q", timezone="Asia/Vladivostok")])  # 22:00 in Vladivostok
+    suppressions.add(backend, "email", "s@shop.test", "complaint")
+    save_template(backend)
+    outbox.plan(backend, campaign_id="old", step_id="send", profile_ids=["c"], variants=["A"], channels=["email"],
+                templates=["t1"], not_before=[NOW - dt.timedelta(hours=1)], now=NOW - dt.timedelta(hours=1))
+    fake = FakeChannel()
+    sender(backend, fake, caps={"all": [1, 5]}).run_until_idle()  # the old campaign reaches c first
+    _plan(backend, ["s", "c", "q"])
+    sender(backend, fake, caps={"all": [1, 5]}).run_until_idle()
+    states = _states(backend)
+    assert states["s"] == ("skipped", "suppressed")
+    assert states["c"] == ("skipped", "frequency_cap")
+    assert states["q"] == ("planned", "quiet_hours")
+    row = next(r for r in outbox.rows_of(backend, "c1") if r["profile_id"] == "q")
+    assert row["not_before"].replace(tzinfo=dt.UTC) == dt.datetime(2026, 6, 1, 23, 0, tzinfo=dt.UTC)  # 09:00 there
