@@ -74,6 +74,8 @@ class SendResult:
     provider_message_id: str | None = None
     error: str = ""
     retry_after_s: float | None = None
+    channel: str | None = None
+    """Which channel carried it, set by a Cascade (None: the channel that was called)."""
 
     @property
     def ok(self) -> bool:
@@ -124,7 +126,7 @@ class Channel(ABC):
 # kind -> "module:Class"; each class has ``from_config(config) -> Channel``. Imported lazily so
 # that a deployment without, say, push credentials never imports the push code.
 ADAPTERS: dict[str, str] = {
-    "email": "opencdp.campaigns.channels.email:SmtpChannel",
+    "email": "opencdp.campaigns.channels.smtp:SmtpChannel",
     "sms": "opencdp.campaigns.channels.sms:SmsChannel",
     "viber": "opencdp.campaigns.channels.viber:ViberChannel",
     "telegram": "opencdp.campaigns.channels.telegram:TelegramChannel",
