@@ -118,6 +118,28 @@ class Settings(BaseSettings):
     )
 
     # -- analytics (issue 5) --
+    analytics_rfm_method: Literal["quantile", "fixed"] = Field(
+        "quantile",
+        description="How RFM scores 1-5 are cut: `quantile` (20/40/60/80 % of this run's customers) or `fixed` "
+        "(the shop's own `analytics_rfm_thresholds`).",
+    )
+    analytics_rfm_thresholds: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description='Fixed RFM cut points, 4 ascending values per measure: {"r": [30, 90, 180, 365] (days since the '
+        'last order), "f": [1, 2, 3, 5] (orders), "m": [5000, 15000, 40000, 100000] (revenue)}; missing ones use these.',
+    )
+    analytics_rfm_window_days: int | None = Field(
+        None, ge=1, description="Score RFM on the orders of the last so many days only; unset: all history."
+    )
+    analytics_interest_half_life_days: float = Field(
+        30.0, gt=0, description="Current interest: a signal this many days old counts half as much as one today."
+    )
+    analytics_interest_window_days: int = Field(180, ge=1, description="Current interest looks at this many days back.")
+    analytics_core_categories: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Core categories per room, e.g. {"Kitchen": ["Kitchen > Kitchen sets", "Kitchen > Tables"]}: a '
+        "room is finished once all were bought. Unset: products whose attributes.core is true.",
+    )
 
     # -- predictions (issue 5) --
 

@@ -1,0 +1,241 @@
+"""Current interest: which room (top category group) each profile is furnishing now.
+
+The furniture-chain case: a customer furnishes one room at a time — kitchen set first,
+then table and chairs — and marketing should follow. Every recent signal counts toward
+the room of its category, weighted by what it is and by how recent it is:
+
+    interest(room) = sum over signals of weight(kind) * 0.5 ** (age_days / half_life)
+
+with purchases (online and in store, from order lines) weighing ``BUY``, cart adds
+``ADD`` and product views ``VIEW``. The current room is the one with the most interest;
+its share of all the profile's interest says how focused they are.
+
+A room is *finished* when the profile has bought every core category of it (ever):
+``Settings.analytics_core_categories`` lists them per room, else products whose
+``attributes.core`` is true define them. The *next likely room* comes from what other
+customers did: transitions between the rooms of consecutive first purchases ("after the
+kitchen, the living room"), excluding rooms the profile has finished and the current one;
+without any history the rooms' overall popularity as a first room decides.
+
+``store`` writes ``interest_room``, ``interest_share``, ``interest_room_finished`` (1/0),
+``interest_next_room`` and ``interest_finished_rooms`` as scores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from opencdp.analytics.sql import Engine, col, events_of, lit, order_lines
+from opencdp.storage.base import Backend
+from opencdp.storage.schema import PRODUCTS
+
+BUY, ADD, VIEW = 3.0, 2.0, 1.0
+VIEW_EVENTS = ("Product Viewed",)
+ADD_EVENTS = ("Product Added",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    half_life_days: float = 30.0
+    window_days: int = 180
+    core: Mapping[str, Sequence[str]] | None = None
+    """Room -> its core categories (full paths); None: from the catalogue's ``attributes.core``."""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Settings:
+        if settings is None:
+            return cls()
+        return cls(settings.analytics_interest_half_life_days, settings.analytics_interest_window_days,
+                   settings.analytics_core_categories or None)  # fmt: skip
+
+
+def signals_query(engine: Engine, now: dt.datetime, settings: Settings) -> exp.Select:
+    """``profile_id, room, interest`` per profile and room over the window."""
+    start = now - dt.timedelta(days=settings.window_days)
+    lines = order_lines(engine, start, now)
+    bought = exp.select("profile_id", "ts", "category", exp.alias_(lit(BUY), "w")).from_(
+        exp.alias_(exp.Subquery(this=lines), "l", table=True)
+    )
+    viewed = events_of(
+        engine, (*VIEW_EVENTS, *ADD_EVENTS), start, now,
+        extra=[
+            exp.alias_(col("category", "e"), "category"),
+            exp.alias_(exp.Case().when(exp.In(this=col("event", "e"), expressions=[lit(n) for n in ADD_EVENTS]), lit(ADD))
+                       .else_(lit(VIEW)), "w"),
+        ],
+    )  # fmt: skip
+    union = exp.union(bought, viewed, distinct=False)
+    age = engine.days_between(col("ts"), engine.time(now))
+    decay = exp.Pow(this=lit(0.5), expression=exp.Div(this=age, expression=lit(float(settings.half_life_days))))
+    room = engine.room(col("category"))
+    return (
+        exp.select(col("profile_id"), exp.alias_(room, "room"), exp.alias_(exp.Sum(this=exp.Mul(this=col("w"), expression=decay)), "interest"))
+        .from_(exp.alias_(exp.Subquery(this=union), "s", table=True))
+        .where(exp.and_(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())),
+                        exp.Not(this=exp.Is(this=room.copy(), expression=exp.Null()))))
+        .group_by(col("profile_id"), exp.column("room"))
+    )
+
+
+def core_categories(backend: Backend, settings: Settings) -> dict[str, set[str]]:
+    """Room -> its core categories."""
+    from opencdp.analytics.sql import room_of
+
+    if settings.core:
+        return {room: set(cats) for room, cats in settings.core.items() if cats}
+    engine = Engine(backend)
+    flag = engine.json_text(col("attributes"), "core")
+    query = (
+        exp.select(exp.alias_(exp.Distinct(expressions=[col("category")]), "category"))
+        .from_(backend.table_ref(PRODUCTS))
+        .where(exp.In(this=exp.Lower(this=exp.Coalesce(this=flag, expressions=[lit("")])), expressions=[lit("true"), lit("1"), lit("yes")]))
+    )
+    found: dict[str, set[str]] = {}
+    for row in backend.rows(query):
+        room = room_of(row["category"])
+        if room:
+            found.setdefault(room, set()).add(row["category"])
+    return found
+
+
+def _first_purchases(backend: Backend, now: dt.datetime) -> pa.Table:
+    """``profile_id, room, category, first_ms`` of every (profile, category) bought before ``now``."""
+    engine = Engine(backend)
+    query = (
+        exp.select(
+            col("profile_id"),
+            exp.alias_(engine.room(col("category")), "room"),
+            col("category"),
+            exp.alias_(engine.epoch_ms(exp.Min(this=col("ts"))), "first_ms"),
+        )
+        .from_(exp.alias_(exp.Subquery(this=order_lines(engine, None, now)), "l", table=True))
+        .where(exp.and_(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())),
+                        exp.Not(this=exp.Is(this=col("category"), expression=exp.Null()))))
+        .group_by(col("profile_id"), exp.column("room"), col("category"))
+    )
+    return backend.select(query)
+
+
+@dataclass
+class Interest:
+    profile_ids: list[str]
+    room: list[str]
+    share: list[float]
+    finished: list[int]
+    next_room: list[str | None]
+    finished_rooms: list[str | None]
+    transitions: dict[str, dict[str, float]]
+    core: dict[str, list[str]]
+
+
+def compute(backend: Backend, now: dt.datetime, settings: Settings | None = None) -> Interest:
+    settings = settings or Settings.from_settings(backend.settings)
+    engine = Engine(backend)
+    scores = backend.select(signals_query(engine, now, settings))
+    core = core_categories(backend, settings)
+    firsts = _first_purchases(backend, now)
+
+    # finished rooms: every core category of the room bought
+    done: dict[str, set[str]] = {}
+    if firsts.num_rows and core:
+        bought: dict[tuple[str, str], set[str]] = {}
+        for pid, room, category in zip(*(firsts.column(c).to_pylist() for c in ("profile_id", "room", "category")), strict=True):
+            if room in core and category in core[room]:
+                bought.setdefault((pid, room), set()).add(category)
+        for (pid, room), cats in bought.items():
+            if cats >= core[room]:
+                done.setdefault(pid, set()).add(room)
+
+    transitions = _transitions(firsts)
+    popularity = _first_rooms(firsts)
+
+    # current room: the top interest per profile (ties: the room name, for a stable answer)
+    ids, rooms, shares = [], [], []
+    if scores.num_rows:
+        ordered = scores.sort_by([("profile_id", "ascending"), ("interest", "descending"), ("room", "ascending")])
+        pid = ordered.column("profile_id").to_numpy(zero_copy_only=False)
+        interest = np.asarray(ordered.column("interest").to_numpy(zero_copy_only=False), dtype=np.float64)
+        starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
+        totals = np.add.reduceat(interest, starts)
+        ids = pid[starts].tolist()
+        rooms = [str(r) for r in pc.take(ordered.column("room"), pa.array(starts)).to_pylist()]
+        shares = np.round(interest[starts] / np.where(totals > 0, totals, 1.0), 4).tolist()
+    finished = [int(room in done.get(p, ())) for p, room in zip(ids, rooms, strict=True)]
+    nexts = [_next(room, done.get(p, set()), transitions, popularity) for p, room in zip(ids, rooms, strict=True)]
+    finished_rooms = [",".join(sorted(done[p])) if p in done else None for p in ids]
+    return Interest(ids, rooms, shares, finished, nexts, finished_rooms, transitions, {r: sorted(c) for r, c in core.items()})
+
+
+def _transitions(firsts: pa.Table) -> dict[str, dict[str, float]]:
+    """P(next room | room) from the order in which customers first bought in each room."""
+    if not firsts.num_rows:
+        return {}
+    per_room = firsts.group_by(["profile_id", "room"]).aggregate([("first_ms", "min")])
+    per_room = per_room.filter(pc.is_valid(per_room.column("room")))
+    ordered = per_room.sort_by([("profile_id", "ascending"), ("first_ms_min", "ascending"), ("room", "ascending")])
+    pid = ordered.column("profile_id").to_pylist()
+    room = ordered.column("room").to_pylist()
+    counts: dict[str, Counter[str]] = {}
+    for i in range(1, len(pid)):
+        if pid[i] == pid[i - 1]:
+            counts.setdefault(room[i - 1], Counter())[room[i]] += 1
+    return {a: {b: round(n / sum(c.values()), 4) for b, n in c.most_common()} for a, c in sorted(counts.items())}
+
+
+def _first_rooms(firsts: pa.Table) -> list[str]:
+    """Rooms by how often they were a customer's first, most first."""
+    if not firsts.num_rows:
+        return []
+    per_room = firsts.group_by(["profile_id", "room"]).aggregate([("first_ms", "min")])
+    ordered = per_room.sort_by([("profile_id", "ascending"), ("first_ms_min", "ascending")])
+    pid = ordered.column("profile_id").to_pylist()
+    room = ordered.column("room").to_pylist()
+    counts = Counter(room[i] for i in range(len(pid)) if room[i] is not None and (i == 0 or pid[i] != pid[i - 1]))
+    return [r for r, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _next(room: str, finished: set[str], transitions: Mapping[str, Mapping[str, float]], popularity: Sequence[str]) -> str | None:
+    skip = finished | {room}
+    for candidate, _ in sorted(transitions.get(room, {}).items(), key=lambda kv: (-kv[1], kv[0])):
+        if candidate not in skip:
+            return candidate
+    return next((r for r in popularity if r not in skip), None)
+
+
+def store(backend: Backend, now: dt.datetime, settings: Settings | None = None) -> dict[str, Any]:
+    """Compute and store the interest scores; returns counts per current room."""
+    from opencdp.profiles.scores import write_scores
+
+    found = compute(backend, now, settings)
+    version = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-interest"
+    metrics = {"transitions": found.transitions, "core": found.core}
+    ids = found.profile_ids
+    for name, values, text in (
+        ("interest_room", pa.array(found.room, pa.string()), "the room the profile is furnishing now"),
+        ("interest_share", pa.array(found.share, pa.float64()), "share of the profile's recent interest in that room"),
+        ("interest_room_finished", pa.array(found.finished, pa.int64()), "1 when every core item of that room was bought"),
+        ("interest_next_room", pa.array(found.next_room, pa.string()), "the next likely room"),
+        ("interest_finished_rooms", pa.array(found.finished_rooms, pa.string()), "rooms with every core item bought"),
+    ):
+        write_scores(backend, name, ids, values, model_version=version, metrics=metrics, description=text, at=now)
+    return {"profiles": len(ids), "rooms": dict(Counter(found.room).most_common()), "finished": sum(found.finished)}
+
+
+def profile_interest(backend: Backend, profile_ids: Sequence[str], now: dt.datetime, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Interest per room for a few profiles (all their rooms, not only the top one), for the report."""
+    settings = settings or Settings.from_settings(backend.settings)
+    engine = Engine(backend)
+    query = signals_query(engine, now, settings)
+    query = query.where(exp.In(this=col("profile_id"), expressions=[lit(p) for p in profile_ids]), append=True)
+    rows = backend.rows(query)
+    return sorted(({"profile_id": r["profile_id"], "room": r["room"], "interest": round(float(r["interest"]), 4)} for r in rows),
+                  key=lambda r: (r["profile_id"], -r["interest"]))  # fmt: skip
