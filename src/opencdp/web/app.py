@@ -27,6 +27,7 @@ from opencdp.web import (
     tracking,
     traits,
 )
+from opencdp.web import reports
 from opencdp.web.admission import TrackingAdmission
 
 
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(segments.router)
     app.include_router(traits.router)
     # stage routers (analytics, predictions, recommendations, campaigns) follow, one line each
+    app.include_router(reports.router)
 
     @app.get("/health", tags=["admin"], summary="Liveness")
     def health() -> dict[str, str]:
