@@ -142,6 +142,40 @@ class Settings(BaseSettings):
     )
 
     # -- predictions (issue 5) --
+    predictions_refit_interval_s: float = Field(
+        0.0,
+        ge=0,
+        description="How often the server refits the prediction models and rewrites their scores (seconds, e.g. 86400 "
+        "for daily); 0: only when asked (`opencdp predict fit`, POST /api/v1/predictions/fit).",
+    )
+    predictions_models: list[str] = Field(
+        ["clv", "purchase", "churn", "next_order", "replenishment", "vip"],
+        description="Models a scheduled refit (and a fit that names none) runs: clv (BG/NBD + Gamma-Gamma), purchase, "
+        "churn, next_order, replenishment, vip.",
+    )
+    predictions_horizon_days: int = Field(
+        30, ge=1, le=365, description="Horizon of expected purchases and purchase probability (score names end `_<N>d`)."
+    )
+    predictions_churn_days: int = Field(
+        90, ge=1, le=365, description="A customer has churned when they do not order within this many days."
+    )
+    predictions_clv_months: int = Field(12, ge=1, le=120, description="Horizon of the customer lifetime value (months).")
+    predictions_clv_monthly_discount: float = Field(
+        0.01, ge=0, le=1, description="Monthly discount rate applied to future value in the CLV (0.01: 1% a month)."
+    )
+    predictions_vip_window_days: int = Field(
+        7, ge=1, le=60, description="Potential VIP: newcomers are scored this many days after their first order at most."
+    )
+    predictions_vip_horizon_days: int = Field(
+        90, ge=7, le=730, description="Potential VIP: top-decile spend measured over this many days from the first order."
+    )
+    predictions_min_customers: int = Field(
+        200, ge=10, description="Fewest customers with orders a model is fitted on; with fewer, the fit is refused "
+        "(a clear message, nothing written) rather than a garbage model stored."
+    )
+    predictions_replenishment_lapse_days: int = Field(
+        30, ge=0, description="A consumable overdue by more than this many days no longer counts as due for replenishment."
+    )
 
     # -- recommendations (issue 6) --
 

@@ -467,7 +467,26 @@ SCORE_MODELS = Table(
 ANALYTICS_TABLES: tuple[Table, ...] = ()
 
 # -- predictions (issue 5: BG/NBD, Gamma-Gamma, classifiers) ------------------------------------
-PREDICTION_TABLES: tuple[Table, ...] = ()
+PREDICTION_FITS = Table(
+    "prediction_fits",
+    (
+        _c("model", T.LOW_CARD, False, "clv, purchase, churn, next_order, replenishment, vip"),
+        _c("model_version", T.STRING, False, "the fit; the scores it wrote carry the same version"),
+        _c("status", T.LOW_CARD, False, "fitted, or failed (nothing was written; message says why)"),
+        _c("fitted_at", T.TIMESTAMP, False, "wall clock of the fit"),
+        _c("data_until", T.TIMESTAMP, False, "the history the model saw ends here (the fit's now)"),
+        _c("seconds", T.FLOAT, doc="how long the fit and scoring took"),
+        _c("params", T.JSON, doc="fitted parameters and settings (BG/NBD r, alpha, a, b; horizons; features)"),
+        _c("metrics", T.JSON, doc="fit quality: log-likelihood, backtest AUC, lift, against the baseline"),
+        _c("scores", T.JSON, doc="names of the scores written, with the profiles each has"),
+        _c("message", T.STRING, doc="why a fit failed"),
+        _c("artifact", T.STRING, doc="the fitted model, pickled and base64-encoded (for rescoring without a refit)"),
+    ),
+    order_by=("model", "fitted_at"),
+    doc="Model registry: every fit of a prediction model, its parameters and figures (append-only).",
+)
+
+PREDICTION_TABLES: tuple[Table, ...] = (PREDICTION_FITS,)
 
 # -- recommendations (issue 6) --------------------------------------------------------------------
 RECOMMENDATION_TABLES: tuple[Table, ...] = ()
