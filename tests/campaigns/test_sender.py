@@ -10,7 +10,16 @@ from opencdp.campaigns import outbox
 from opencdp.campaigns.channels.base import SendResult
 from opencdp.consent import suppressions
 from opencdp.storage.base import Backend
-from tests.campaigns.helpers import NOW, Crash, FakeChannel, event, load, person, save_template, sender
+from tests.campaigns.helpers import (
+    NOW,
+    Crash,
+    FakeChannel,
+    event,
+    load,
+    person,
+    save_template,
+    sender,
+)
 
 
 def _plan(backend: Backend, profiles: list[str], *, transactional: bool = False, topic: str = "marketing",

@@ -60,7 +60,7 @@ class Catalogue:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
         from opencdp.campaigns.outbox import time_literal
 
-        where = exp.column("timestamp", "l") >= time_literal(self.backend, since)
+        where: exp.Expr = exp.column("timestamp", "l") >= time_literal(self.backend, since)
         if room:
             where = where.and_(exp.column("room", "p").eq(exp.Literal.string(room)))
         query = (

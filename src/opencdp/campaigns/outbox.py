@@ -144,7 +144,7 @@ def _after(previous: dt.datetime | None, now: dt.datetime) -> dt.datetime:
 
 
 def rows_of(backend: Backend, campaign_id: str, step_id: str | None = None) -> list[dict[str, Any]]:
-    where = exp.column("campaign_id").eq(exp.Literal.string(campaign_id))
+    where: exp.Expr = exp.column("campaign_id").eq(exp.Literal.string(campaign_id))
     if step_id is not None:
         where = where.and_(exp.column("step_id").eq(exp.Literal.string(step_id)))
     return backend.select(exp.select("*").from_(backend.table_ref(OUTBOX)).where(where)).to_pylist()

@@ -162,7 +162,7 @@ class Sender:
                 done.append(self._finish(row, outbox.FAILED, now, reason=row.pop("_error")))
                 result.failed += 1
                 continue
-            kind, consent_channel = kinds[i]
+            consent_channel = kinds[i][1]
             decision: Decision = decide(
                 people[row["profile_id"]], address=addresses[i], consent_channel=consent_channel, topic=row["topic"],
                 transactional=bool(row["transactional"]), suppressed=i in blocked,

@@ -71,7 +71,7 @@ def _row(row: Mapping[str, Any]) -> Stored:
 
 
 def _query(backend: Backend, kind: str, object_id: str | None) -> list[dict[str, Any]]:
-    where = exp.column("kind").eq(exp.Literal.string(kind))
+    where: exp.Expr = exp.column("kind").eq(exp.Literal.string(kind))
     if object_id is not None:
         where = where.and_(exp.column("id").eq(exp.Literal.string(object_id)))
     query = exp.select("*").from_(backend.table_ref(CAMPAIGN_DEFINITIONS)).where(where).order_by("id")

@@ -217,13 +217,13 @@ def _paths(source: str, env: jinja2.Environment) -> set[str]:
     tree = env.parse(source)
     local: set[str] = set()
     for node in tree.find_all((nodes.For, nodes.Assign)):
-        target = node.target
+        target: nodes.Node = node.target  # type: ignore[attr-defined]
         for name in target.find_all(nodes.Name) if not isinstance(target, nodes.Name) else [target]:
             local.add(name.name)
     found: set[str] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Name)):
+    for read in tree.find_all((nodes.Getattr, nodes.Name)):
         path: list[str] = []
-        current: nodes.Node = node
+        current: Any = read
         while isinstance(current, nodes.Getattr):
             path.insert(0, current.attr)
             current = current.node

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from opencdp import __version__
+from opencdp.campaigns.runtime import CampaignRuntime
 from opencdp.config import Settings
 from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
@@ -17,17 +18,20 @@ from opencdp.segments.realtime import RealtimeSegments
 from opencdp.storage.base import Backend
 from opencdp.web import (
     admin,
+    campaigns,
     consent,
     errors,
     identity,
     imports,
+    messages,
+    predictions,
     privacy,
     profiles,
+    reports,
     segments,
     tracking,
     traits,
 )
-from opencdp.web import reports
 from opencdp.web.admission import TrackingAdmission
 
 
@@ -52,6 +56,9 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             long_every=settings.segment_refresh_long_s,
         )
         collector.loader.listeners.append(realtime.observe)
+        campaign_runtime = CampaignRuntime(store, settings)  # issue 7: sender and scenario engine
+        collector.loader.listeners.append(campaign_runtime.engine.observe)
+        app.state.campaigns = campaign_runtime
         app.state.backend = store
         app.state.collector = collector
         app.state.segments = realtime
@@ -59,9 +66,13 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         await collector.start()
         if settings.segment_realtime_interval_s > 0:
             realtime.start()
+        stop_refits = predictions.start_refits(app, store, settings)  # issue 5: scheduled model refits
+        campaign_runtime.start()
         try:
             yield
         finally:
+            stop_refits()
+            campaign_runtime.stop()
             realtime.stop()
             await collector.close()
             if owns_backend:
@@ -96,6 +107,9 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(segments.router)
     app.include_router(traits.router)
     # stage routers (analytics, predictions, recommendations, campaigns) follow, one line each
+    app.include_router(predictions.router)
+    app.include_router(campaigns.router)
+    app.include_router(messages.router)
     app.include_router(reports.router)
 
     @app.get("/health", tags=["admin"], summary="Liveness")

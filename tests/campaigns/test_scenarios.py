@@ -1,0 +1,137 @@
+"""Scenarios: refused before activation with the reason; triggers, steps, goal exit and re-entry."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from opencdp.campaigns import library, outbox, scenarios, store
+from opencdp.campaigns.engine import Engine
+from opencdp.campaigns.store import DefinitionError
+from opencdp.storage.base import Backend
+from opencdp.storage.schema import EVENTS, JOURNEYS, PRODUCT_CHANGES
+from tests.campaigns.helpers import (
+    NOW,
+    FakeChannel,
+    channels,
+    event,
+    load,
+    person,
+    save_template,
+    sender,
+)
+
+SEND = {"id": "mail", "type": "send", "channel": "email", "template": "t1"}
+
+
+def _definition(**changes: Any) -> dict[str, Any]:
+    return {"trigger": {"type": "event", "event": "Checkout Started"}, "steps": [dict(SEND)], **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"steps": [{"id": "a", "type": "wait", "duration": "1h", "next": "b"},
+                    {"id": "b", "type": "condition", "event": "X", "then": "a", "else": None}]}, "steps[", "cycle: a -> b -> a"),
+        ({"trigger": {"type": "segment_entered", "segment": "nope"}}, "trigger.segment", "not a saved segment"),
+        ({"steps": [{**SEND, "channel": "viber"}]}, "steps[0].channel", "not a configured channel"),
+        ({"steps": [{**SEND, "template": "missing"}]}, "steps[0].template", "not a saved template"),
+        ({"steps": [{**SEND, "next": "ghost"}]}, "steps[0].next", "not a step id"),
+        ({"steps": [{"id": "w", "type": "wait", "duration": "soon"}]}, "steps[0].duration", "duration"),
+        ({"trigger": {"type": "sometimes"}}, "trigger.type", "must be one of"),
+    ],
+)
+def test_invalid_scenarios_are_refused_naming_the_field(backend: Backend, changes: dict[str, Any], field: str, words: str) -> None:
+    save_template(backend)
+    with pytest.raises(DefinitionError) as error:
+        scenarios.validate(backend, channels(FakeChannel()), _definition(**changes))
+    assert error.value.field is not None and error.value.field.startswith(field)
+    assert words in error.value.detail
+
+
+def _activate(backend: Backend, scenario_id: str, definition: dict[str, Any]) -> dict[str, Any]:
+    checked = scenarios.validate(backend, channels(FakeChannel()), definition)
+    store.save(backend, store.SCENARIO, scenario_id, scenario_id, checked, status=store.ACTIVE)
+    return checked
+
+
+def _events(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=EVENTS.arrow_schema)
+
+
+def test_abandoned_cart_with_filter_wait_goal_exit_and_reentry(backend: Backend) -> None:
+    load(backend, [person("a", first_name="Anna"), person("b"), person("c")])
+    save_template(backend, html="<html><body>{% for i in cart %}{{ i.name }}{% endfor %}</body></html>")
+    _activate(backend, "cart", _definition(
+        trigger={"type": "event", "event": "Checkout Started", "where": {"properties.value": {">=": 100}}},
+        goal={"event": "Order Completed"}, reentry={"policy": "after_exit"},
+        steps=[{"id": "wait", "type": "wait", "duration": "1h"}, dict(SEND)]))
+    clock = [NOW]
+    engine = Engine(backend, clock=lambda: clock[0])
+    cart = {"value": 150, "products": [{"product_id": "k1", "name": "Kitchen set", "price": 150}]}
+    started = [event(p, name="Checkout Started", properties=cart, at=NOW) for p in ("a", "b")]
+    started.append(event("c", name="Checkout Started", properties={"value": 5}, at=NOW))  # filtered out
+    load(backend, started)
+    engine.observe(_events(started))
+    engine.tick()
+    assert engine.stats.entered == 2
+    again = [event("a", name="Checkout Started", properties=cart, at=NOW)]
+    engine.observe(_events(again))
+    engine.tick()
+    assert engine.stats.skipped_reentry == 1  # still in the journey
+    order = [event("b", name="Order Completed", at=NOW + dt.timedelta(minutes=30))]
+    load(backend, order)
+    engine.observe(_events(order))
+    clock[0] = NOW + dt.timedelta(minutes=30)
+    engine.tick()
+    clock[0] = NOW + dt.timedelta(hours=1, minutes=1)
+    engine.tick()
+    rows = outbox.rows_of(backend, "cart")
+    assert [r["profile_id"] for r in rows] == ["a"]  # b ordered: the goal ended the journey before the send
+    fake = FakeChannel()
+    s = sender(backend, fake)
+    s.clock = lambda: clock[0]
+    s.run_until_idle()
+    assert [m.to for m in fake.calls] == ["a@shop.test"] and "Kitchen set" in (fake.calls[0].html or "")
+    journeys = {r["profile_id"]: r for r in backend.current(JOURNEYS).to_pylist()}
+    assert journeys["a"]["state"] == "done" and journeys["b"]["state"] == "exited"
+
+
+def test_split_update_trait_and_back_in_stock(backend: Backend) -> None:
+    load(backend, [person(f"p{i}") for i in range(40)])
+    load(backend, [event(f"p{i}", name="Product Viewed", product_id="sofa", at=NOW - dt.timedelta(days=2)) for i in range(40)])
+    save_template(backend)
+    _activate(backend, "stock", {
+        "trigger": {"type": "back_in_stock", "within_days": 30},
+        "steps": [{"id": "ab", "type": "split", "branches": [{"name": "A", "next": "mail"}, {"name": "control", "next": "tag"}]},
+                  dict(SEND), {"id": "tag", "type": "update_trait", "trait": "saw_stock", "value": True}]})
+    engine = Engine(backend, clock=lambda: NOW)
+    engine._catalogue_mark = NOW - dt.timedelta(minutes=1)
+    backend.insert(PRODUCT_CHANGES.name, pa.Table.from_pylist(
+        [{"product_id": "sofa", "changed_at": NOW - dt.timedelta(seconds=5), "field": "stock", "old_value": 0, "new_value": 3}],
+        schema=PRODUCT_CHANGES.arrow_schema))
+    engine.tick()
+    assert engine.stats.entered == 40
+    rows = outbox.rows_of(backend, "stock")
+    assert 8 < len(rows) < 32 and {r["variant"] for r in rows} == {"A"}  # the control branch got nothing
+    tagged = backend.scalar("SELECT count(DISTINCT profile_id) FROM events WHERE traits LIKE '%saw_stock%'")
+    assert tagged == 40
+    engine.tick()  # the same change is not seen twice
+    assert engine.stats.entered == 40
+
+
+def test_library_scenarios_install_and_validate(backend: Backend) -> None:
+    from opencdp.campaigns.registry import Channels
+
+    config = Channels({"email": {"kind": "email"}, "sms": {"kind": "sms"}}, factory=lambda k, c: FakeChannel())
+    for name in library.names():
+        stored = library.install(backend, name)
+        assert stored.status == store.DRAFT
+        if name == "win_back":
+            with pytest.raises(DefinitionError, match="at_risk"):
+                scenarios.validate(backend, config, stored.definition)
+        else:
+            scenarios.validate(backend, config, stored.definition)
