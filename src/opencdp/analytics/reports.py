@@ -386,7 +386,7 @@ def segment_kpis(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]
     per_engagement = (
         exp.select(
             col("profile_id"),
-            *(exp.alias_(exp.Sum(this=when(col("kind").eq(lit(k)), lit(1.0))), f"{k}s") for k in ("open", "click", "unsub")),
+            *(exp.alias_(exp.Sum(this=when(col("kind").eq(lit(k)), lit(1.0))), f"{k}s_in") for k in ("open", "click", "unsub")),
         ).from_(_sub(engagement, "g")).where(_not_null("profile_id")).group_by(col("profile_id"))
     )  # fmt: skip
     members = (
@@ -411,8 +411,8 @@ def segment_kpis(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]
             total(col("revenue_all"), "revenue_all"),
             total(positive("orders_before"), "earlier_buyers"),
             total(exp.Mul(this=positive("orders_before"), expression=positive("orders_in")), "retained"),
-            total(col("opens"), "opens"), total(col("clicks"), "clicks"), total(col("unsubs"), "unsubscribes"),
-            total(positive("opens"), "openers"), total(positive("clicks"), "clickers"),
+            total(col("opens_in"), "opens"), total(col("clicks_in"), "clicks"), total(col("unsubs_in"), "unsubscribes"),
+            total(positive("opens_in"), "openers"), total(positive("clicks_in"), "clickers"),
         )
         .from_(_sub(members, "s"))
         .join(_sub(per_order, "po"), on=exp.EQ(this=col("profile_id", "po"), expression=col("profile_id", "s")), join_type="LEFT")

@@ -18,7 +18,14 @@ from sqlglot import exp
 
 from opencdp.analytics.sql import Engine, canonical, col, lit, order_lines, orders
 from opencdp.storage.base import Backend
-from opencdp.storage.schema import EVENTS, PROFILE_MAP, PROFILE_SCORES, SCORE_MODELS, SEGMENT_MEMBERS, SEGMENTS
+from opencdp.storage.schema import (
+    EVENTS,
+    PROFILE_MAP,
+    PROFILE_SCORES,
+    SCORE_MODELS,
+    SEGMENT_MEMBERS,
+    SEGMENTS,
+)
 
 DATE = exp.DataType.build("DATE")
 
