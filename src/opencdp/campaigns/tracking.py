@@ -208,7 +208,7 @@ def event_rows(
         if extra is not None and extra[i]:
             properties.update(extra[i])
         props.append(_encode(properties).decode())
-        ids.append(f"msg:{name.split()[-1].lower()}:{ref.message_id}" if unique else f"msg:{uuid.uuid4().hex}")
+        ids.append(f"msg:{name.lower().replace(' ', '_')}:{ref.message_id}" if unique else f"msg:{uuid.uuid4().hex}")
     columns = {
         "message_id": pa.array(ids, pa.string()),
         "type": pa.array(["track"] * count, pa.string()),
