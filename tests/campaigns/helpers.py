@@ -17,7 +17,7 @@ from opencdp.campaigns.registry import Channels
 from opencdp.campaigns.sender import Sender, SenderOptions
 from opencdp.campaigns.tracking import Signer
 from opencdp.storage.base import Backend, LoadBatch
-from opencdp.storage.schema import EVENTS, ORDER_LINES
+from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)  # 15:00 in Moscow: outside quiet hours
 
@@ -34,8 +34,12 @@ def event(profile_id: str, *, type: str = "track", name: str = "", traits: Mappi
 
 
 def load(backend: Backend, rows: list[dict[str, Any]]) -> None:
+    """Store events as the pipeline would have resolved them (each profile its own canonical id)."""
     table = pa.Table.from_pylist(rows, schema=EVENTS.arrow_schema)
     backend.load(LoadBatch(table, ORDER_LINES.empty()))
+    ids = sorted({r["profile_id"] for r in rows})
+    mapping = [{"profile_id": i, "canonical_id": i, "updated_at": NOW - dt.timedelta(days=30)} for i in ids]
+    backend.upsert(PROFILE_MAP, pa.Table.from_pylist(mapping, schema=PROFILE_MAP.arrow_schema))
 
 
 def person(profile_id: str, *, email: str | None = None, consent: bool | None = True, **traits: Any) -> dict[str, Any]:
