@@ -24,6 +24,7 @@ from opencdp.web.auth import AuthRoute, Principal, require_scope
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"], route_class=AuthRoute)
 Reader = Annotated[Principal, Depends(require_scope("read"))]
 Writer = Annotated[Principal, Depends(require_scope("write"))]
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
 
 
 def _backend(request: Request) -> Backend:
@@ -84,3 +85,25 @@ async def report(name: str, request: Request, principal: Reader) -> Any:
     if name not in reports.REPORTS:
         raise ReportError(f"no report `{name}`; reports: {', '.join(reports.REPORTS)}", field="name")
     return await run_in_threadpool(reports.run_report, _backend(request), name, raw, _as_of(request))
+
+
+@router.post("/bi/views", summary="Create (or replace) the stable bi_* SQL views (docs/bi-views.md)")
+async def bi_views(request: Request, principal: Admin) -> Any:
+    from opencdp.analytics import views
+
+    return {"views": await run_in_threadpool(views.create_views, _backend(request))}
+
+
+@router.post("/bi/export", summary="Export the bi_* datasets to Parquet or CSV under a directory of the server's machine")
+async def bi_export(request: Request, principal: Admin) -> Any:
+    from pathlib import Path
+
+    from opencdp.analytics import export
+
+    raw = _params(request)
+    if not raw.get("to"):
+        raise ReportError("`to` is the directory to write into", field="to")
+    datasets = raw.get("dataset")
+    chosen = datasets if isinstance(datasets, list) else ([datasets] if datasets else None)
+    return await run_in_threadpool(export.export, _backend(request), Path(str(raw["to"])), fmt=str(raw.get("format") or "parquet"),
+                                   datasets=chosen)  # fmt: skip
