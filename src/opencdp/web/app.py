@@ -23,6 +23,7 @@ from opencdp.web import (
     errors,
     identity,
     imports,
+    inbox,
     messages,
     predictions,
     privacy,
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(predictions.router)
     app.include_router(campaigns.router)
     app.include_router(messages.router)
+    app.include_router(inbox.router)
     app.include_router(reports.router)
 
     @app.get("/health", tags=["admin"], summary="Liveness")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from opencdp.campaigns.channels import ChannelConfigError, build_channel
 from opencdp.campaigns.channels.inbox import inbox_for, mark_read, remove, unread_count
 from opencdp.storage.base import Backend
+from opencdp.web.app import create_app
+from tests.api.conftest import Api, make_settings
 
 from .support import message
 
@@ -62,3 +67,37 @@ def test_inbox_needs_the_store() -> None:
     with pytest.raises(ChannelConfigError) as info:
         build_channel("inbox", {})
     assert info.value.field == "backend"
+
+
+@pytest.fixture
+def api(backend: Backend, tmp_path: Path) -> Iterator[Api]:
+    app = create_app(make_settings(tmp_path, loader_interval_s=3600), backend=backend)
+    with TestClient(app) as client:
+        _, write_key = app.state.keys.create("write", "website")
+        _, admin_key = app.state.keys.create("admin", "tests")
+        yield Api(client, backend, write_key, admin_key)
+
+
+def test_inbox_api(api: Api) -> None:
+    api.post("/v1/identify", {"userId": "u1", "messageId": "e1", "traits": {"email": "anna@example.org"}})
+    api.flush()
+    profile_id = api.client.get("/api/v1/profiles", params={"user_id": "u1"}, headers=api.admin).json()["profile_id"]
+    channel = build_channel("inbox", {"backend": api.backend})
+    channel.send_many([message("inbox", profile_id, message_id="m1", subject="Welcome", text="Hi"),
+                       message("inbox", profile_id, message_id="m2", subject="Sale", text="-20%")])
+
+    url = f"/api/v1/profiles/{profile_id}/inbox"
+    listed = api.client.get(url, headers=api.admin).json()
+    assert listed["unread"] == 2 and {m["message_id"] for m in listed["messages"]} == {"m1", "m2"}
+    assert all(m["read_at"] is None and m["created_at"] for m in listed["messages"])
+    marked = api.client.post(url + "/read", json={"message_ids": ["m1"]}, headers=api.admin).json()
+    assert marked == {"marked": 1, "unread": 1}
+    unread = api.client.get(url, params={"unread_only": True}, headers=api.admin).json()["messages"]
+    assert [m["message_id"] for m in unread] == ["m2"]
+    assert api.client.delete(url + "/m2", headers=api.admin).json() == {"removed": 1}
+    assert [m["message_id"] for m in api.client.get(url, headers=api.admin).json()["messages"]] == ["m1"]
+
+    missing = api.client.get("/api/v1/profiles/nobody/inbox", headers=api.admin)
+    assert missing.status_code == 404 and missing.json()["field"] == "profile_id"
+    assert api.client.post(url + "/read", json={"message_ids": []}, headers=api.admin).status_code == 422
+    assert api.client.get(url).status_code == 401

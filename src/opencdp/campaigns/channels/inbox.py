@@ -28,8 +28,13 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _profile_rows(backend: Backend, profile_id: str, message_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    where: exp.Condition = exp.column("profile_id").eq(exp.Literal.string(profile_id))
+def _ids(profile: str | Sequence[str]) -> list[str]:
+    return [profile] if isinstance(profile, str) else list(profile)
+
+
+def _profile_rows(backend: Backend, profile: str | Sequence[str], message_ids: Iterable[str] | None = None,
+                  ) -> list[dict[str, Any]]:
+    where: exp.Condition = exp.column("profile_id").isin(*(exp.Literal.string(p) for p in _ids(profile)))
     if message_ids is not None:
         ids = list(message_ids)
         if not ids:
@@ -98,9 +103,13 @@ class InboxChannel(Channel):
         return results
 
 
-def inbox_for(backend: Backend, profile_id: str, *, unread_only: bool = False, limit: int = 50,
+def inbox_for(backend: Backend, profile_id: str | Sequence[str], *, unread_only: bool = False, limit: int = 50,
               now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """The profile's inbox, newest first: not removed, not expired; ``data`` decoded."""
+    """The profile's inbox, newest first: not removed, not expired; ``data`` decoded.
+
+    ``profile_id`` may be all the ids of a merged profile (``identity.profiles.resolve``): messages
+    sent before a merge were stored under the id the profile had then.
+    """
     at = now or _now()
     out = []
     for row in _profile_rows(backend, profile_id):
@@ -116,7 +125,7 @@ def inbox_for(backend: Backend, profile_id: str, *, unread_only: bool = False, l
     return out[:limit]
 
 
-def unread_count(backend: Backend, profile_id: str, now: dt.datetime | None = None) -> int:
+def unread_count(backend: Backend, profile_id: str | Sequence[str], now: dt.datetime | None = None) -> int:
     return len(inbox_for(backend, profile_id, unread_only=True, limit=1_000_000, now=now))
 
 
@@ -129,14 +138,14 @@ def _rewrite(backend: Backend, rows: list[dict[str, Any]], at: dt.datetime, **ch
     return len(changed)
 
 
-def mark_read(backend: Backend, profile_id: str, message_ids: Iterable[str], now: dt.datetime | None = None) -> int:
+def mark_read(backend: Backend, profile_id: str | Sequence[str], message_ids: Iterable[str], now: dt.datetime | None = None) -> int:
     """Mark messages read (the first reading time is kept); returns how many changed."""
     at = now or _now()
     rows = [r for r in _profile_rows(backend, profile_id, message_ids) if not r["deleted"] and r["read_at"] is None]
     return _rewrite(backend, rows, at, read_at=at)
 
 
-def remove(backend: Backend, profile_id: str, message_ids: Iterable[str], now: dt.datetime | None = None) -> int:
+def remove(backend: Backend, profile_id: str | Sequence[str], message_ids: Iterable[str], now: dt.datetime | None = None) -> int:
     """Remove messages from the profile's inbox; returns how many were removed."""
     rows = [r for r in _profile_rows(backend, profile_id, message_ids) if not r["deleted"]]
     return _rewrite(backend, rows, now or _now(), deleted=True)
