@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from opencdp.cli.local import ServerClient, remove_server_file, store_or_server, write_server_file
+from opencdp.cli.predict import predict_app
 from opencdp.cli.reports import bi_app, reports_app
 from opencdp.config import Settings
 from opencdp.errors import OpenCDPError, StoreLockedError, TerminalError
@@ -37,6 +38,7 @@ app.add_typer(segments_app, name="segments")
 # stage command groups (reports, predict, recs, campaigns) are defined in their own cli modules, added here one line each
 app.add_typer(reports_app, name="reports")
 app.add_typer(bi_app, name="bi")
+app.add_typer(predict_app, name="predict")
 console = Console()
 err = Console(stderr=True)
 

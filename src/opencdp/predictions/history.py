@@ -244,6 +244,9 @@ class Summary:
 def summarise(orders: Orders, end_ms: int, unit_days: float = 7.0) -> Summary:
     """Summaries of the customers with orders at or before ``end_ms`` (``orders`` sorted by customer, time)."""
     orders = orders.before(end_ms)
+    if len(orders.customer) == 0:
+        none, empty = np.zeros(0, np.int64), np.zeros(0)
+        return Summary(none, empty, empty, empty, empty, none, none, none, empty, unit_days)
     day = orders.at_ms // DAY_MS
     end_day = end_ms // DAY_MS
     # one row per (customer, day): orders sorted by customer then time, so days are sorted within a customer
@@ -251,7 +254,7 @@ def summarise(orders: Orders, end_ms: int, unit_days: float = 7.0) -> Summary:
     new_day[1:] = (orders.customer[1:] != orders.customer[:-1]) | (day[1:] != day[:-1])
     day_start = np.flatnonzero(new_day)
     day_customer, day_of = orders.customer[day_start], day[day_start]
-    day_value = np.add.reduceat(orders.value, day_start) if len(day_start) else np.zeros(0)
+    day_value = np.add.reduceat(orders.value, day_start)
     first_row = np.ones(len(day_customer), dtype=bool)
     first_row[1:] = day_customer[1:] != day_customer[:-1]
     starts = np.flatnonzero(first_row)
@@ -259,10 +262,10 @@ def summarise(orders: Orders, end_ms: int, unit_days: float = 7.0) -> Summary:
     customer = day_customer[starts]
     days_count = ends - starts + 1
     first_day, last_day = day_of[starts], day_of[ends]
-    repeat_value = np.add.reduceat(day_value, starts) - day_value[starts] if len(starts) else np.zeros(0)
+    repeat_value = np.add.reduceat(day_value, starts) - day_value[starts]
     frequency = (days_count - 1).astype(np.float64)
     monetary = np.divide(repeat_value, frequency, out=np.zeros_like(repeat_value), where=frequency > 0)
-    order_start = np.flatnonzero(np.r_[True, orders.customer[1:] != orders.customer[:-1]]) if len(orders.customer) else starts
+    order_start = np.flatnonzero(np.r_[True, orders.customer[1:] != orders.customer[:-1]])
     order_end = np.append(order_start[1:], len(orders.customer)) - 1
     return Summary(
         customer=customer,
@@ -273,7 +276,7 @@ def summarise(orders: Orders, end_ms: int, unit_days: float = 7.0) -> Summary:
         first_ms=orders.at_ms[order_start],
         last_ms=orders.at_ms[order_end],
         orders=(order_end - order_start + 1).astype(np.int64),
-        spend=np.add.reduceat(orders.value, order_start) if len(order_start) else np.zeros(0),
+        spend=np.add.reduceat(orders.value, order_start),
         unit_days=unit_days,
     )
 
