@@ -125,3 +125,13 @@ def test_suppressed_caps_and_quiet_hours(backend: Backend) -> None:
     assert states["q"] == ("planned", "quiet_hours")
     row = next(r for r in outbox.rows_of(backend, "c1") if r["profile_id"] == "q")
     assert row["not_before"].replace(tzinfo=dt.UTC) == dt.datetime(2026, 6, 1, 23, 0, tzinfo=dt.UTC)  # 09:00 there
+
+
+def test_a_broken_template_fails_the_message_without_suppressing_the_address(backend: Backend) -> None:
+    load(backend, [person("a")])
+    save_template(backend, html="<html><body>{% for x in profile.email %}{{ x.y.z() }}{% endfor %}</body></html>")
+    _plan(backend, ["a"])
+    fake = FakeChannel()
+    sender(backend, fake).run_until_idle()
+    assert fake.calls == [] and _states(backend)["a"][0] == "failed"
+    assert not suppressions.is_suppressed(backend, "email", "a@shop.test")

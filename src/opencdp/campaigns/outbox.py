@@ -55,9 +55,8 @@ def existing_keys(backend: Backend, campaign_id: str, step_id: str, profile_ids:
     ids = list(profile_ids)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        query = exp.select("profile_id").from_(backend.table_ref(OUTBOX)).where(
-            where.and_(exp.column("profile_id").isin(*(exp.Literal.string(p) for p in chunk)))
-        )
+        inside = exp.In(this=exp.column("profile_id"), expressions=[exp.Literal.string(p) for p in chunk])
+        query = exp.select("profile_id").from_(backend.table_ref(OUTBOX)).where(exp.and_(where, inside, copy=False), copy=False)
         found.update(backend.select(query).column(0).to_pylist())
     return found
 
@@ -174,11 +173,13 @@ def sent_since(backend: Backend, profile_ids: Sequence[str], since: dt.datetime)
             .from_(backend.table_ref(OUTBOX))
             .where(
                 exp.and_(
-                    exp.column("profile_id").isin(*(exp.Literal.string(p) for p in chunk)),
+                    exp.In(this=exp.column("profile_id"), expressions=[exp.Literal.string(p) for p in chunk]),
                     exp.column("state").isin(exp.Literal.string(SENT), exp.Literal.string(DELIVERED)),
                     exp.column("transactional").not_(),
                     exp.column("sent_at") >= time_literal(backend, since),
-                )
+                    copy=False,
+                ),
+                copy=False,
             )
         )
         table = backend.select(query)

@@ -15,10 +15,10 @@ from typing import Any
 import msgspec
 from sqlglot import exp
 
-from opencdp.consent.store import history
-from opencdp.identity.profiles import members_of
+from opencdp.consent.model import parse_event
+from opencdp.consent.store import candidates
 from opencdp.storage.base import Backend
-from opencdp.storage.schema import EVENTS
+from opencdp.storage.schema import EVENTS, PROFILE_MAP
 
 _CHUNK = 2000
 _decode = msgspec.json.Decoder().decode
@@ -64,6 +64,22 @@ class Recipient:
         return None
 
 
+def isin(column: str, values: Sequence[str]) -> exp.Expr:
+    """``column IN (...)`` built without sqlglot's copies (thousands of literals per query here)."""
+    return exp.In(this=exp.column(column), expressions=[exp.Literal.string(v) for v in values])
+
+
+def members_of(backend: Backend, canonical: Sequence[str]) -> dict[str, str]:
+    """Every profile id merged into each canonical id -> that id (as ``identity.profiles.members_of``)."""
+    found = {p: p for p in canonical}
+    for start in range(0, len(canonical), _CHUNK):
+        chunk = canonical[start : start + _CHUNK]
+        query = exp.select("profile_id", "canonical_id").from_(backend.table_ref(PROFILE_MAP)).where(isin("canonical_id", chunk), copy=False)
+        table = backend.select(query)
+        found.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+    return found
+
+
 def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> dict[str, Recipient]:
     """Recipient data for canonical ids (every id given gets an entry)."""
     result = {p: Recipient(p) for p in canonical}
@@ -71,17 +87,13 @@ def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> 
         return result
     members = members_of(backend, list(result))
     ids = sorted(members)
+    consent_rows: list[dict[str, Any]] = []
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         query = (
             exp.select("profile_id", "traits")
             .from_(exp.to_table(EVENTS.name))
-            .where(
-                exp.and_(
-                    exp.column("profile_id").isin(*(exp.Literal.string(p) for p in chunk)),
-                    exp.column("traits").is_(exp.null()).not_(),
-                )
-            )
+            .where(exp.and_(isin("profile_id", chunk), exp.column("traits").is_(exp.null()).not_(), copy=False), copy=False)
             .order_by("timestamp", "message_id")
         )
         table = backend.select(query)
@@ -92,9 +104,13 @@ def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> 
                 continue
             if isinstance(values, dict):
                 result[members[profile_id]].traits.update(values)
-    for profile, entry in history(backend, list(result)).items():
-        for change in entry.changes:  # oldest first: the last one standing wins
-            result[profile].consents[(change.channel, change.topic)] = change.status.value
+        consent_rows += backend.select(candidates(chunk)).to_pylist()
+    # consent as opencdp.consent.store folds it: event time order, the latest change per channel and topic wins
+    consent_rows.sort(key=lambda row: (row["timestamp"], row["message_id"]))
+    for row in consent_rows:
+        row["profile_id"] = members[row["profile_id"]]
+        for change in parse_event(row).changes:
+            result[row["profile_id"]].consents[(change.channel, change.topic)] = change.status.value
     if scores:
         _scores(backend, result, members)
     return result

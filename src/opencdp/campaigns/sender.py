@@ -43,6 +43,8 @@ from opencdp.storage.base import Backend
 
 log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
+_OWN = "not sent: "
+"""Prefix of failures found before the hand-off (a template error): not the address's fault, never suppressed."""
 _HARD = {"email": "email", "sms": "sms", "viber": "viber", "telegram": "telegram", "push": "push", "webpush": "web_push"}
 
 
@@ -205,7 +207,7 @@ class Sender:
             else:
                 done.append(self._finish(row, outbox.FAILED, finished_at, reason=outcome.error[:500] or outcome.status))
                 events.setdefault(tracking.FAILED, []).append(ref)
-                if outcome.status == "permanent" and ref.channel in _HARD and row.get("address"):
+                if outcome.status == "permanent" and ref.channel in _HARD and row.get("address") and not outcome.error.startswith(_OWN):
                     events.setdefault(tracking.BOUNCED, []).append(ref)
                     self._suppress(_HARD[ref.channel], row["address"], outcome.error)
                 result.failed += 1
@@ -271,11 +273,11 @@ class Sender:
                          configured.kind, row["topic"])
         template = found.get(row["template_id"])
         if template is None:
-            return SendResult.permanent(f"template {row['template_id']!r} does not exist"), ref
+            return SendResult.permanent(f"{_OWN}template {row['template_id']!r} does not exist"), ref
         try:
             message = self.message(row, ref, template, people[row["profile_id"]], campaigns[row["campaign_id"]])
         except templates.TemplateError as error:
-            return SendResult("permanent", None, f"template: {error.detail}"), ref
+            return SendResult("permanent", None, f"{_OWN}template: {error.detail}"), ref
         self.channels.throttle(row["channel"])
         try:
             outcome = configured.channel.send(message)
