@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from opencdp.cli.campaigns import campaigns_app
 from opencdp.cli.local import ServerClient, remove_server_file, store_or_server, write_server_file
 from opencdp.cli.predict import predict_app
 from opencdp.cli.reports import bi_app, reports_app
@@ -36,6 +37,7 @@ traits_app = typer.Typer(help="Computed traits: list them, declare and remove th
 app.add_typer(traits_app, name="traits")
 app.add_typer(segments_app, name="segments")
 # stage command groups (reports, predict, recs, campaigns) are defined in their own cli modules, added here one line each
+app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(reports_app, name="reports")
 app.add_typer(bi_app, name="bi")
 app.add_typer(predict_app, name="predict")
