@@ -117,39 +117,51 @@ def retention(
     engine = Engine(backend)
     until = max(now or period.end, period.end)
     interval = period.interval
+    # the cohort's members, each with its cohort bucket: computed once (a CTE read twice)
     firsts = exp.alias_(exp.Subquery(this=_firsts(engine, anchor_events(cohort_event))), "f", table=True)
-    first_bucket = engine.bucket(col("first", "f"), interval)
-    group = _group(engine, split)
-    in_period = exp.and_(*in_range(engine, col("first", "f"), period.start, period.end))
-    sizes_query = (
-        exp.select(exp.alias_(first_bucket, "cohort"), exp.alias_(group, "grp"), exp.alias_(exp.Count(this=exp.Star()), "size"))
-        .from_(firsts)
-        .where(in_period)
-        .group_by(exp.column("cohort"), exp.column("grp"))
-    )
-    returns = exp.alias_(exp.Subquery(this=_returns(engine, anchor_events(return_event), period.start, until)), "r", table=True)
-    k = exp.Sub(this=engine.bucket(col("ts", "r"), interval), expression=exp.Paren(this=first_bucket.copy()))
-    activity_query = (
+    members = (
         exp.select(
-            exp.alias_(first_bucket.copy(), "cohort"),
-            exp.alias_(group.copy(), "grp"),
-            exp.alias_(k, "k"),
-            exp.alias_(exp.Count(this=exp.Distinct(expressions=[col("profile_id", "r")])), "active"),
-            exp.alias_(exp.Sum(this=col("amount", "r")), "revenue"),
+            col("profile_id", "f"), col("first", "f"),
+            exp.alias_(engine.bucket(col("first", "f"), interval), "cohort"), exp.alias_(_group(engine, split), "grp"),
         )
-        .from_(firsts.copy())
-        .join(returns, on=exp.EQ(this=col("profile_id", "r"), expression=col("profile_id", "f")))
-        .where(exp.and_(in_period.copy(), exp.GTE(this=col("ts", "r"), expression=col("first", "f"))))
-        .group_by(exp.column("cohort"), exp.column("grp"), exp.column("k"))
-    )
-    sizes = {(int(r["cohort"]), int(r["grp"])): int(r["size"]) for r in backend.rows(sizes_query)}
+        .from_(firsts)
+        .where(exp.and_(*in_range(engine, col("first", "f"), period.start, period.end)))
+    )  # fmt: skip
+    sizes_part = (
+        exp.select(col("cohort"), col("grp"), exp.alias_(lit(-1), "k"), exp.alias_(exp.Count(this=exp.Star()), "active"),
+                   exp.alias_(lit(0.0), "revenue"))
+        .from_("cohort_members")
+        .group_by(col("cohort"), col("grp"))
+    )  # fmt: skip
+    returns = exp.alias_(exp.Subquery(this=_returns(engine, anchor_events(return_event), period.start, until)), "r", table=True)
+    # per (profile, period) first, then count rows: cheaper than COUNT(DISTINCT) over every return event
+    per_profile = (
+        exp.select(
+            col("profile_id", "c"), col("cohort", "c"), col("grp", "c"),
+            exp.alias_(exp.Sub(this=engine.bucket(col("ts", "r"), interval), expression=col("cohort", "c")), "k"),
+            exp.alias_(exp.Sum(this=col("amount", "r")), "spent"),
+        )
+        .from_(exp.alias_(exp.to_table("cohort_members"), "c", table=True))
+        .join(returns, on=exp.EQ(this=col("profile_id", "r"), expression=col("profile_id", "c")))
+        .where(exp.GTE(this=col("ts", "r"), expression=col("first", "c")))
+        .group_by(col("profile_id", "c"), col("cohort", "c"), col("grp", "c"), exp.column("k"))
+    )  # fmt: skip
+    activity_part = (
+        exp.select(col("cohort"), col("grp"), col("k"), exp.alias_(exp.Count(this=exp.Star()), "active"),
+                   exp.alias_(exp.Sum(this=col("spent")), "revenue"))
+        .from_(exp.alias_(exp.Subquery(this=per_profile), "p", table=True))
+        .group_by(col("cohort"), col("grp"), col("k"))
+    )  # fmt: skip
+    query = exp.union(sizes_part, activity_part, distinct=False)
+    query = exp.select("*").from_(exp.alias_(exp.Subquery(this=query), "u", table=True)).with_("cohort_members", as_=members)
+    sizes: dict[tuple[int, int], int] = {}
     active: dict[tuple[int, int], dict[int, tuple[int, float]]] = {}
-    for row in backend.rows(activity_query):
-        if row["k"] is None or int(row["k"]) > periods:
-            continue
-        active.setdefault((int(row["cohort"]), int(row["grp"])), {})[int(row["k"])] = (
-            int(row["active"]), float(row["revenue"] or 0.0)
-        )
+    for row in backend.rows(query):
+        key = (int(row["cohort"]), int(row["grp"]))
+        if int(row["k"]) == -1:
+            sizes[key] = int(row["active"])
+        elif int(row["k"]) <= periods:
+            active.setdefault(key, {})[int(row["k"])] = (int(row["active"]), float(row["revenue"] or 0.0))
     groups = (1, 0) if split is not None else (0,)
     labels = split.labels if split is not None else ("all",)
     out_groups = []
