@@ -306,3 +306,85 @@ def test_relaxed_canonicalisation_examples() -> None:
     assert relaxed_header(b"B ", b" Y\t\r\n\tZ  ") == b"b:Y Z\r\n"
     assert relaxed_body(b" C \r\nD \t E\r\n\r\n\r\n") == b" C\r\nD E\r\n"
     assert relaxed_body(b"") == b""
+
+
+def test_mime_edge_cases_parse_back(smtp: tuple[Recorder, int]) -> None:
+    recorder, port = smtp
+    long_subject = "Скидки на диваны и кресла для гостиной — только до воскресенья! " * 3
+    long_line = "x" * 2000
+    with plain(port, from_name="Дом и уют") as channel:
+        channel.send(message("email", "a@example.org", subject=long_subject, text=long_line + "\nend"))
+        channel.send(message("email", "b@example.org", subject="Hi\r\nBcc: victim@example.org",
+                             headers={"X-Note": "one\r\nX-Injected: yes"}))
+        bad = channel.send(message("email", "c@example.org", headers={"Bcc": "victim@example.org"}))
+        bad_name = channel.send(message("email", "c@example.org", headers={"X Bad": "v"}))
+    first = recorder.parsed(0)
+    assert first["Subject"] == long_subject and first["From"].addresses[0].display_name == "Дом и уют"
+    assert first.get_content().replace("\r\n", "\n").rstrip("\n") == long_line + "\nend"
+    assert first["Content-Transfer-Encoding"] == "base64"
+    content = recorder.received[0].original_content
+    assert isinstance(content, bytes) and all(len(line) <= 998 for line in content.split(b"\r\n"))
+    second = recorder.parsed(1)
+    assert second["Bcc"] is None and second["X-Injected"] is None
+    assert second["Subject"] == "Hi  Bcc: victim@example.org"
+    assert bad.status == "permanent" and bad_name.status == "permanent" and len(recorder.received) == 2
+
+
+@dataclass
+class PipeliningRecorder(Recorder):
+    """Advertises PIPELINING (aiosmtpd reads commands in order, so it handles pipelined groups)."""
+
+    drop_once: set[str] = field(default_factory=set)
+
+    async def handle_EHLO(self, server: SMTPServer, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [responses[0], "250-PIPELINING", *responses[1:]]
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        if envelope.rcpt_tos[0] in self.drop_once:
+            self.drop_once.discard(envelope.rcpt_tos[0])
+            assert server.transport is not None
+            server.transport.close()  # the server dies before it answers the end of data
+            return "451 gone"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_pipelined_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opencdp.campaigns.channels import smtp as smtp_module
+
+    groups: list[int] = []
+    real = smtp_module.send_pipelined
+
+    def spy(smtp: Any, return_path: str, batch: Any, *args: Any) -> Any:
+        groups.append(len(batch))
+        return real(smtp, return_path, batch, *args)
+
+    monkeypatch.setattr(smtp_module, "send_pipelined", spy)
+    recorder = PipeliningRecorder(refuse={"u3@example.org": "550 5.1.1 no such user",
+                                          "u7@example.org": "452 4.2.2 mailbox full"})
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        with plain(controller.port, pool_size=2) as channel:
+            batch = [message("email", f"u{i}@example.org", message_id=f"m{i}", text=f".leading dot {i}\n..two\n")
+                     for i in range(40)]
+            results = channel.send_many(batch)
+            assert sum(groups) == 40 and len(groups) == 2  # two connections, one pipelined run each
+            expected = ["permanent" if i == 3 else "transient" if i == 7 else "sent" for i in range(40)]
+            assert [r.status for r in results] == expected
+            assert results[0].provider_message_id == "<m0@shop.example>" and "550" in results[3].error
+            assert len(recorder.received) == 38
+            by_rcpt = {e.rcpt_tos[0]: e for e in recorder.received}
+            assert recorder.parsed(recorder.received.index(by_rcpt["u5@example.org"])).get_content().replace(
+                "\r\n", "\n") == ".leading dot 5\n..two\n"  # dot-stuffing undone by the server: the text arrives as written
+
+            # The server drops the connection in the middle of a pipelined run: what was settled
+            # stays, the rest goes again on fresh connections.
+            recorder.received.clear()
+            recorder.drop_once = {"v5@example.org"}
+            again = channel.send_many([message("email", f"v{i}@example.org", message_id=f"n{i}") for i in range(12)])
+        assert [r.status for r in again] == ["sent"] * 12
+        assert {e.rcpt_tos[0] for e in recorder.received} == {f"v{i}@example.org" for i in range(12)}
+    finally:
+        controller.stop()

@@ -21,6 +21,8 @@ suppressed for it.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import smtplib
 import ssl
 import threading
@@ -28,12 +30,10 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import formatdate
 from typing import Any
 
+from opencdp.campaigns.channels import mime
 from opencdp.campaigns.channels.base import (
     Channel,
     ChannelConfigError,
@@ -42,9 +42,26 @@ from opencdp.campaigns.channels.base import (
     require,
 )
 from opencdp.campaigns.channels.dkim import DkimSigner
+from opencdp.campaigns.channels.pipelining import send_pipelined
 
 SECURITY = ("starttls", "ssl", "none")
 SENDER_PROBLEM_WAIT_S = 300.0
+PIPELINE_GROUP = 100  # messages per pipelined run on one connection before it goes back to the pool
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,75}")
+_OWN_HEADERS = frozenset({"from", "to", "subject", "date", "message-id", "mime-version", "content-type",
+                          "content-transfer-encoding", "list-unsubscribe", "list-unsubscribe-post", "dkim-signature",
+                          # recipients come from the envelope only: a template must not add any
+                          "cc", "bcc", "sender", "return-path", "received", "reply-to"})
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date() -> str:
+    """The Date header, formatted once per second (formatdate costs more than the rest of a header block)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, formatdate(now, localtime=False, usegmt=True))
+    return _date_cache[1]
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,7 @@ class SmtpChannel(Channel):
                  reply_to: str | None = None, return_path: str | None = None, dkim: DkimSigner | None = None,
                  message_id_domain: str | None = None, pool_size: int = 4, max_per_connection: int = 1000) -> None:
         self.settings = settings
-        self.sender = Address(display_name=sender_name or "", addr_spec=sender)
+        self.from_header = mime.address(sender_name, sender)
         self.reply_to = reply_to
         self.return_path = return_path or sender
         self.dkim = dkim
@@ -151,25 +168,26 @@ class SmtpChannel(Channel):
 
     # -- building ------------------------------------------------------------------------------------
     def build(self, message: Message) -> bytes:
-        """The bytes that go on the wire, signed when DKIM is configured."""
-        mail = EmailMessage(policy=SMTP)
-        mail["From"] = self.sender
-        mail["To"] = message.to
-        mail["Subject"] = message.subject or ""
-        mail["Date"] = formatdate(time.time(), localtime=False, usegmt=True)
-        mail["Message-ID"] = f"<{message.message_id}@{self.domain}>"
+        """The bytes that go on the wire, signed when DKIM is configured (see mime.py for the format)."""
+        headers = [
+            ("From", self.from_header),
+            ("To", mime.clean(message.to)),
+            ("Subject", mime.encode_words(mime.clean(message.subject or ""))),
+            ("Date", _date()),
+            ("Message-ID", f"<{message.message_id}@{self.domain}>"),
+        ]
         if self.reply_to:
-            mail["Reply-To"] = self.reply_to
+            headers.append(("Reply-To", mime.clean(self.reply_to)))
         if message.list_unsubscribe:
-            mail["List-Unsubscribe"] = f"<{message.list_unsubscribe}>"
+            headers.append(("List-Unsubscribe", f"<{mime.clean(message.list_unsubscribe)}>"))
             if message.list_unsubscribe_post:
-                mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+                headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         for name, value in message.headers.items():
-            mail[name] = value
-        mail.set_content(message.text or "", subtype="plain", charset="utf-8")
-        if message.html:
-            mail.add_alternative(message.html, subtype="html", charset="utf-8")
-        raw = mail.as_bytes()
+            if not _HEADER_NAME.fullmatch(name) or name.lower() in _OWN_HEADERS:
+                raise ValueError(f"header {name!r} is not allowed: letters, digits and '-', and not an address or "
+                                 "structure header (those come from the channel)")
+            headers.append((name, mime.encode_words(mime.clean(value))))
+        raw = mime.compose(headers, message.text or "", message.html)
         return self.dkim.sign(raw) if self.dkim else raw
 
     # -- the pool ------------------------------------------------------------------------------------
@@ -210,21 +228,33 @@ class SmtpChannel(Channel):
             self._cond.notify()
 
     # -- sending -------------------------------------------------------------------------------------
-    def send(self, message: Message) -> SendResult:
-        if "@" not in message.to or any(c in message.to for c in "\r\n<>"):
+    def _prepare(self, message: Message) -> bytes | SendResult:
+        if "@" not in message.to or any(c in message.to for c in "\r\n<> "):
             return SendResult.permanent(f"{message.to!r} is not an e-mail address")
         try:
-            raw = self.build(message)
+            return self.build(message)
         except (ValueError, TypeError) as e:
             return SendResult.permanent(f"message cannot be built: {e}")
+
+    def send(self, message: Message) -> SendResult:
+        raw = self._prepare(message)
+        return raw if isinstance(raw, SendResult) else self._send_raw(message, raw)
+
+    def _connect(self) -> tuple[_Connection, bool] | SendResult:
+        try:
+            return self._acquire()
+        except smtplib.SMTPAuthenticationError as e:
+            return SendResult.transient(f"SMTP login refused: {e.smtp_code} {_text(e.smtp_error)}",
+                                        SENDER_PROBLEM_WAIT_S)
+        except (smtplib.SMTPException, OSError) as e:
+            return SendResult.transient(f"cannot connect to {self.settings.host}:{self.settings.port}: {e!r}")
+
+    def _send_raw(self, message: Message, raw: bytes) -> SendResult:
         for _attempt in (0, 1):
-            try:
-                conn, reused = self._acquire()
-            except smtplib.SMTPAuthenticationError as e:
-                return SendResult.transient(f"SMTP login refused: {e.smtp_code} {_text(e.smtp_error)}",
-                                            SENDER_PROBLEM_WAIT_S)
-            except (smtplib.SMTPException, OSError) as e:
-                return SendResult.transient(f"cannot connect to {self.settings.host}:{self.settings.port}: {e!r}")
+            acquired = self._connect()
+            if isinstance(acquired, SendResult):
+                return acquired
+            conn, reused = acquired
             outcome = self._transact(conn, message, raw)
             if outcome is None:
                 # The connection broke: a reused one may just have been closed by the server while
@@ -261,14 +291,78 @@ class SmtpChannel(Channel):
         return SendResult.sent(f"<{message.message_id}@{self.domain}>")
 
     def send_many(self, messages: Sequence[Message]) -> list[SendResult]:
-        """The batch over the pool's connections at once; results in the order of ``messages``."""
-        if len(messages) <= 1 or self.pool_size == 1:
-            return [self.send(m) for m in messages]
-        with self._cond:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="smtp")
-            executor = self._executor
-        return list(executor.map(self.send, messages))
+        """The batch over the pool's connections at once, pipelined where the server allows it.
+
+        Each connection takes a contiguous share of the batch; results come back in the order
+        of ``messages``.
+        """
+        results: list[SendResult | None] = [None] * len(messages)
+        todo: list[tuple[int, Message, bytes]] = []
+        for i, m in enumerate(messages):
+            raw = self._prepare(m)
+            if isinstance(raw, SendResult):
+                results[i] = raw
+            else:
+                todo.append((i, m, raw))
+        shares = min(self.pool_size, len(todo))
+        if shares:
+            size = -(-len(todo) // shares)
+            chunks = [todo[k:k + size] for k in range(0, len(todo), size)]
+            if len(chunks) == 1:
+                done = [self._send_share(chunks[0])]
+            else:
+                with self._cond:
+                    if self._executor is None:
+                        self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="smtp")
+                    executor = self._executor
+                done = list(executor.map(self._send_share, chunks))
+            for share in done:
+                for i, result in share:
+                    results[i] = result
+        return [r if r is not None else SendResult.transient("not sent") for r in results]
+
+    def _send_share(self, items: list[tuple[int, Message, bytes]]) -> list[tuple[int, SendResult]]:
+        """One connection's share of a batch: pipelined groups, or one transaction at a time."""
+        acquired = self._connect()
+        if isinstance(acquired, SendResult):
+            return [(i, acquired) for i, _, _ in items]
+        conn, _ = acquired
+        out: list[tuple[int, SendResult]] = []
+        left = list(items)
+        if conn.smtp.has_extn("pipelining"):
+            while left:
+                group, left = left[:PIPELINE_GROUP], left[PIPELINE_GROUP:]
+                settled, broken = send_pipelined(conn.smtp, self.return_path, [(m.to, raw) for _, m, raw in group],
+                                                 self._settle, _refused)
+                conn.sent += sum(1 for r in settled if r is not None and r.status == "sent")
+                out += [(i, dataclasses.replace(r, provider_message_id=f"<{m.message_id}@{self.domain}>")
+                         if r.status == "sent" else r)
+                        for (i, m, _), r in zip(group, settled, strict=True) if r is not None]
+                if broken:
+                    self._discard(conn)
+                    # What was not settled goes again one by one, on fresh connections.
+                    retry = [item for item, r in zip(group, settled, strict=True) if r is None] + left
+                    return out + [(i, self._send_raw(m, raw)) for i, m, raw in retry]
+            self._release(conn)
+            return out
+        for n, (i, m, raw) in enumerate(left):
+            outcome = self._transact(conn, m, raw)
+            if outcome is None:  # the connection is gone (and discarded): the rest reconnect
+                return out + [(j, self._send_raw(mm, rr)) for j, mm, rr in left[n:]]
+            out.append((i, outcome))
+            if conn.sent >= self.max_per_connection:
+                break
+        else:
+            self._release(conn)
+            return out
+        self._release(conn)  # recycled after max_per_connection
+        return out + [(j, self._send_raw(mm, rr)) for j, mm, rr in left[len(out):]]
+
+    def _settle(self, recipient: str, reply: tuple[int, bytes]) -> SendResult:
+        code, text = reply
+        if code == 250:
+            return SendResult.sent()
+        return _by_code(code, f"message refused: {code} {_text(text)}")
 
     def close(self) -> None:
         """Finish the batches in flight, then QUIT every idle connection."""
@@ -281,6 +375,16 @@ class SmtpChannel(Channel):
             idle, self._idle = self._idle, []
         for conn in idle:
             self._discard(conn)
+
+
+def _refused(mail: tuple[int, bytes], rcpt: tuple[int, bytes], data: tuple[int, bytes]) -> SendResult:
+    """The first refusal of a pipelined group, mapped as in a plain transaction."""
+    if mail[0] != 250:
+        return SendResult.transient(f"sender refused: {mail[0]} {_text(mail[1])}",
+                                    None if mail[0] < 500 else SENDER_PROBLEM_WAIT_S)
+    if rcpt[0] not in (250, 251):
+        return _by_code(rcpt[0], f"recipient refused: {rcpt[0]} {_text(rcpt[1])}")
+    return _by_code(data[0], f"message refused: {data[0]} {_text(data[1])}")
 
 
 def _by_code(code: int, error: str) -> SendResult:

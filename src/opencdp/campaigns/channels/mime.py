@@ -1,0 +1,84 @@
+"""A small, fast MIME writer for campaign mail: exactly the shapes we send, nothing else.
+
+The ``email`` package builds a message in ~2.5 ms (header objects, policy checks, a generator
+pass); a broadcast needs well under 0.5 ms per message. Campaign mail has two shapes only —
+``text/plain``, or ``multipart/alternative`` with a text and an HTML part — so it is written
+directly: bodies in 7bit when they are ASCII with short lines, base64 otherwise (UTF-8 text of
+any language, never a line over the SMTP limit); non-ASCII header text as RFC 2047 encoded words;
+CR and LF removed from every header value (no header injection through a subject or a name).
+The tests parse the output back with the ``email`` package.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+from collections.abc import Iterable
+from email.utils import formataddr
+
+CRLF = b"\r\n"
+_MAX_LINE = 998
+_WORD_BYTES = 45  # raw bytes per encoded word: 60 base64 characters, within the 75-character limit
+
+
+def clean(value: str) -> str:
+    """One header line's worth of text: CR, LF and other control characters become spaces."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else " " for c in value)
+
+
+def encode_words(text: str) -> str:
+    """RFC 2047 ``=?utf-8?b?...?=`` words for non-ASCII text, split on character boundaries, folded."""
+    if text.isascii():
+        return text
+    words, chunk = [], b""
+    for char in text:
+        raw = char.encode()
+        if len(chunk) + len(raw) > _WORD_BYTES:
+            words.append(chunk)
+            chunk = b""
+        chunk += raw
+    if chunk:
+        words.append(chunk)
+    return "\r\n ".join("=?utf-8?b?" + binascii.b2a_base64(w, newline=False).decode() + "?=" for w in words)
+
+
+def address(name: str | None, addr: str) -> str:
+    """``Name <addr>``, the name quoted or encoded as needed."""
+    return formataddr((clean(name), clean(addr)), charset="utf-8") if name else clean(addr)
+
+
+def header_block(headers: Iterable[tuple[str, str]]) -> bytes:
+    return b"".join(f"{name}: {value}".encode("ascii") + CRLF for name, value in headers)
+
+
+def body_part(text: str, subtype: str) -> tuple[bytes, bytes]:
+    """(part headers, encoded body) for a UTF-8 text part."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode()
+    lines = data.split(b"\n")
+    if data.isascii() and all(len(line) <= _MAX_LINE for line in lines):
+        encoding, body = "7bit", CRLF.join(lines)
+    else:
+        encoded = binascii.b2a_base64(data, newline=False)
+        encoding = "base64"
+        body = CRLF.join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+    headers = f"Content-Type: text/{subtype}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: {encoding}\r\n"
+    return headers.encode("ascii"), body if body.endswith(CRLF) else body + CRLF
+
+
+def compose(headers: list[tuple[str, str]], text: str, html: str | None) -> bytes:
+    """The whole message: ``headers`` (already clean and encoded), then the body parts."""
+    top = header_block([*headers, ("MIME-Version", "1.0")])
+    text_headers, text_body = body_part(text, "plain")
+    if html is None:
+        return top + text_headers + CRLF + text_body
+    boundary = "=_" + os.urandom(12).hex()  # "=_" cannot occur in base64; 96 random bits cannot occur by chance
+    html_headers, html_body = body_part(html, "html")
+    delimiter = f"--{boundary}\r\n".encode()
+    return b"".join((
+        top, f"Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n".encode(), CRLF,
+        delimiter, text_headers, CRLF, text_body,
+        delimiter, html_headers, CRLF, html_body,
+        f"--{boundary}--\r\n".encode(),
+    ))
