@@ -135,3 +135,45 @@ def test_library_scenarios_install_and_validate(backend: Backend) -> None:
                 scenarios.validate(backend, config, stored.definition)
         else:
             scenarios.validate(backend, config, stored.definition)
+
+
+def test_birthday_segment_entry_and_webhook(backend: Backend) -> None:
+    from opencdp.segments import membership
+    from opencdp.segments import store as segments
+
+    load(backend, [person("bday", birthday="1990-06-04", first_name="Ira"), person("other", birthday="1990-07-04"),
+                   person("vip", tier="gold")])
+    save_template(backend)
+    _activate(backend, "bd", {"trigger": {"type": "date", "trait": "birthday", "days_before": 3},
+                              "steps": [dict(SEND)]})
+    segments.save(backend, "gold", definition='traits.tier = "gold"')
+    _activate(backend, "welcome_gold", {"trigger": {"type": "segment_entered", "segment": "gold"},
+                                        "steps": [{"id": "hook", "type": "webhook", "url": "https://crm.example/hook"}, dict(SEND)]})
+    calls: list[tuple[str, dict[str, Any]]] = []
+    engine = Engine(backend, clock=lambda: NOW, post=lambda url, body: calls.append((url, body)))
+    engine._segment_mark = NOW - dt.timedelta(days=3650)
+    segment = segments.get(backend, "gold")
+    assert segment is not None
+    membership.refresh(backend, segment, dt.datetime.now(dt.UTC))  # writes Segment Entered for vip
+    engine.clock = lambda: dt.datetime.now(dt.UTC)
+    engine.tick()
+    assert outbox.rows_of(backend, "bd") == []  # today (December) is nobody's birthday minus 3 days
+    assert [r["profile_id"] for r in outbox.rows_of(backend, "welcome_gold")] == ["vip"]
+    assert calls and calls[0][0] == "https://crm.example/hook" and calls[0][1]["profile_id"] == "vip"
+    birthday = Engine(backend, clock=lambda: NOW)  # 1 June: Ira's birthday is in 3 days
+    birthday.tick()
+    birthday._dates_at = None
+    birthday.tick()  # the same date is entered once
+    assert [r["profile_id"] for r in outbox.rows_of(backend, "bd")] == ["bday"]
+
+
+def test_rate_limit_spaces_sends() -> None:
+    import time
+
+    from opencdp.campaigns.registry import RateLimit
+
+    limit = RateLimit(50)
+    start = time.perf_counter()
+    for _ in range(75):
+        limit.acquire()
+    assert time.perf_counter() - start >= 0.45  # 50 at once (the burst), 25 more at 50/s
