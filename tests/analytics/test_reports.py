@@ -305,3 +305,18 @@ def test_value_scores(shop: Backend) -> None:
     report = run_report(shop, "value", {"from": "2025-06-01", "to": "2026-05-31"}, NOW)
     assert report["buyers"] == 6 and report["revenue"] == sum(o[2] for o in ORDERS if o[0])
     assert {b["orders"]: b["profiles"] for b in report["by_orders"]}["3"] == 2  # a and d
+
+
+def test_base_dynamics(shop: Backend) -> None:
+    from opencdp.storage.schema import IDENTITIES
+
+    when = at(2025, 6, 3)
+    shop.upsert(IDENTITIES, pa.Table.from_pylist([
+        {"identifier": f"email:{p}@x.ru", "kind": "email", "value": f"{p}@x.ru", "profile_id": p, "first_seen": when,
+         "message_id": "i", "updated_at": when, "deleted": False} for p in ("a", "a2", "b")
+    ], schema=IDENTITIES.arrow_schema))  # fmt: skip
+    report = run_report(shop, "base", {"from": "2025-06-02", "to": "2025-06-04"}, NOW)
+    series = {s["name"]: [y for _, y in s["points"]] for s in report["series"]}
+    # identify events of a..f on June 1st..6th; a2 is a (counted once, for email too)
+    assert series["new"] == [1, 1, 1] and series["total"] == [2, 3, 4] and series["identified"] == [2, 3, 4]
+    assert series["reachable_email"] == [0, 2, 2] and series["reachable_sms"] == [0, 0, 0]

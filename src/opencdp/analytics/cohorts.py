@@ -35,7 +35,6 @@ from opencdp.analytics.sql import (
     lit,
     order_lines,
     orders,
-    room_of,
 )
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import SEGMENT_MEMBERS
@@ -152,8 +151,8 @@ def retention(
         .from_(exp.alias_(exp.Subquery(this=per_profile), "p", table=True))
         .group_by(col("cohort"), col("grp"), col("k"))
     )  # fmt: skip
-    query = exp.union(sizes_part, activity_part, distinct=False)
-    query = exp.select("*").from_(exp.alias_(exp.Subquery(this=query), "u", table=True)).with_("cohort_members", as_=members)
+    union = exp.union(sizes_part, activity_part, distinct=False)
+    query = exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True)).with_("cohort_members", as_=members)
     sizes: dict[tuple[int, int], int] = {}
     active: dict[tuple[int, int], dict[int, tuple[int, float]]] = {}
     for row in backend.rows(query):
@@ -221,14 +220,39 @@ def per_profile(backend: Backend, start: dt.datetime | None, end: dt.datetime | 
     return backend.select(query)
 
 
-def room_revenue(backend: Backend, start: dt.datetime | None, end: dt.datetime | None) -> pa.Table:
-    """``profile_id, category, revenue`` of order lines in the range (rooms are rolled up in Python)."""
+def _lines(engine: Engine, start: dt.datetime | None, end: dt.datetime | None) -> exp.Expr:
+    return exp.alias_(exp.Subquery(this=order_lines(engine, start, end)), "l", table=True)
+
+
+def room_mix(backend: Backend, start: dt.datetime | None, end: dt.datetime | None) -> list[dict[str, Any]]:
+    """``room, revenue, buyers`` of order lines in the range, by room (the category's first level)."""
     engine = Engine(backend)
     query = (
-        exp.select(col("profile_id"), col("category"), exp.alias_(exp.Sum(this=col("line_amount")), "revenue"))
-        .from_(exp.alias_(exp.Subquery(this=order_lines(engine, start, end)), "l", table=True))
+        exp.select(
+            exp.alias_(engine.room(col("category")), "room"),
+            exp.alias_(exp.Sum(this=col("line_amount")), "revenue"),
+            exp.alias_(exp.Count(this=exp.Distinct(expressions=[col("profile_id")])), "buyers"),
+        )
+        .from_(_lines(engine, start, end))
+        .group_by(exp.column("room"))
+    )
+    return backend.rows(query)
+
+
+def top_rooms(backend: Backend, end: dt.datetime) -> pa.Table:
+    """``profile_id, room`` of the room each buyer spent most on (on a tie, either)."""
+    engine = Engine(backend)
+    per_room = (
+        exp.select(col("profile_id"), exp.alias_(engine.room(col("category")), "line_room"), exp.alias_(exp.Sum(this=col("line_amount")), "spent"))
+        .from_(_lines(engine, None, end))
         .where(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())))
-        .group_by(col("profile_id"), col("category"))
+        .group_by(col("profile_id"), exp.column("line_room"))
+    )  # (ClickHouse would read an output alias equal to a column's name as the alias)
+    query = (
+        exp.select(col("profile_id"), exp.alias_(exp.ArgMax(this=col("line_room"), expression=col("spent")), "room"))
+        .from_(exp.alias_(exp.Subquery(this=per_room), "r", table=True))
+        .where(exp.Not(this=exp.Is(this=col("line_room"), expression=exp.Null())))
+        .group_by(col("profile_id"))
     )
     return backend.select(query)
 
@@ -258,18 +282,12 @@ def value(backend: Backend, start: dt.datetime | None, end: dt.datetime | None, 
                  "revenue": round(float(total[index == i].sum()), 2), f"avg_{name}": round(float(values[index == i].mean()), 2)}
                 for i in range(len(cuts) + 1) if (index == i).any()]  # fmt: skip
 
-    mix_rows = room_revenue(backend, start, end).to_pylist()
-    rooms: dict[str, dict[str, Any]] = {}
-    for row in mix_rows:
-        room = room_of(row["category"]) or "(none)"
-        entry = rooms.setdefault(room, {"room": room, "revenue": 0.0, "buyers": set()})
-        entry["revenue"] += float(row["revenue"] or 0.0)
-        entry["buyers"].add(row["profile_id"])
-    line_total = sum(r["revenue"] for r in rooms.values()) or 1.0
+    rooms = room_mix(backend, start, end)
+    line_total = sum(float(r["revenue"] or 0) for r in rooms) or 1.0
     mix = sorted(
-        ({"room": r["room"], "revenue": round(r["revenue"], 2), "share": round(r["revenue"] / line_total, 4), "buyers": len(r["buyers"])}
-         for r in rooms.values()),
-        key=lambda r: -r["revenue"],
+        ({"room": r["room"] or "(none)", "revenue": round(float(r["revenue"] or 0), 2),
+          "share": round(float(r["revenue"] or 0) / line_total, 4), "buyers": int(r["buyers"])} for r in rooms),
+        key=lambda r: (-float(r["revenue"]), str(r["room"])),
     )  # fmt: skip
     return {
         "buyers": n,
@@ -300,16 +318,7 @@ def store_value_scores(backend: Backend, now: dt.datetime) -> dict[str, int]:
     write_scores(backend, "value_orders", ids, count, model_version=version, description="orders ever placed", at=now)
     write_scores(backend, "value_avg_check", ids, check, model_version=version, description="average order value", at=now)
     write_scores(backend, "historic_ltv", ids, total, model_version=version, description="total spent so far (historic LTV)", at=now)
-    best: dict[str, tuple[float, str]] = {}
-    rooms: dict[tuple[str, str], float] = {}
-    for row in room_revenue(backend, None, now).to_pylist():
-        room = room_of(row["category"])
-        if room is not None:
-            key = (row["profile_id"], room)
-            rooms[key] = rooms.get(key, 0.0) + float(row["revenue"] or 0.0)
-    for (pid, room), spent in rooms.items():
-        if pid not in best or (spent, room) > best[pid]:
-            best[pid] = (spent, room)
-    write_scores(backend, "value_top_room", list(best), [room for _, room in best.values()], model_version=version,
+    best = top_rooms(backend, now)
+    write_scores(backend, "value_top_room", best.column("profile_id"), best.column("room"), model_version=version,
                  description="the room (top category) the profile spent most on", at=now)  # fmt: skip
-    return {"profiles": len(ids), "with_room": len(best)}
+    return {"profiles": len(ids), "with_room": best.num_rows}

@@ -125,19 +125,9 @@ def base(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
         .where(exp.and_(people, _not_null("profile_id", "e"), *in_range(engine, col("timestamp", "e"), None, p.end)))
         .group_by(canonical())
     )
-    series = []
-    for column, name in (("first", "new"), ("known", "newly_identified")):
-        query = (
-            exp.select(exp.alias_(engine.bucket(col(column), p.interval), "b"), exp.alias_(exp.Count(this=exp.Star()), "n"))
-            .from_(_sub(firsts, "f"))
-            .where(exp.and_(*in_range(engine, col(column), p.start, p.end)))
-            .group_by(exp.column("b"))
-        )
-        before = exp.select(exp.alias_(exp.Count(this=exp.Star()), "n")).from_(_sub(firsts.copy(), "f")).where(
-            exp.and_(*in_range(engine, col(column), None, p.start))
-        )
-        series.append((name, _time_series(backend.rows(query), p, "n", name), int(backend.scalar(before) or 0)))
-    out = [series[0][1], _cumulative(series[0][1], series[0][2], "total"), _cumulative(series[1][1], series[1][2], "identified")]
+    # one query: per-profile first times (a CTE), counted per bucket in the range and before it
+    parts: list[exp.Select] = []
+    sources: list[tuple[str, str, exp.Select]] = [("new", "first", firsts), ("identified", "known", firsts)]
     for channel, kind in REACH.items():
         reach = (
             exp.select(
@@ -149,16 +139,33 @@ def base(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
             .where(exp.and_(col("kind", "i").eq(lit(kind)), col("deleted", "i").eq(exp.false())))
             .group_by(exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "i")]))
         )
-        query = (
-            exp.select(exp.alias_(engine.bucket(col("first"), p.interval), "b"), exp.alias_(exp.Count(this=exp.Star()), "n"))
-            .from_(_sub(reach, "r"))
-            .where(exp.and_(*in_range(engine, col("first"), p.start, p.end)))
-            .group_by(exp.column("b"))
+        sources.append((f"reachable_{channel}", "first", reach))
+    for name, column, source in sources:
+        table = exp.to_table("profile_firsts") if source is firsts else exp.Subquery(this=source)
+        bucket = exp.Case().when(exp.LT(this=col(column), expression=engine.time(p.start)), lit(-1)).else_(
+            engine.bucket(col(column), p.interval)
         )
-        before = exp.select(exp.alias_(exp.Count(this=exp.Star()), "n")).from_(_sub(reach.copy(), "r")).where(
-            exp.and_(*in_range(engine, col("first"), None, p.start))
+        parts.append(
+            exp.select(exp.alias_(lit(name), "series"), exp.alias_(bucket, "b"), exp.alias_(exp.Count(this=exp.Star()), "n"))
+            .from_(exp.alias_(table, "f", table=True))
+            .where(exp.and_(*in_range(engine, col(column), None, p.end)))
+            .group_by(exp.column("series"), exp.column("b"))
         )
-        out.append(_cumulative(_time_series(backend.rows(query), p, "n"), int(backend.scalar(before) or 0), f"reachable_{channel}"))
+    union: exp.Query = parts[0]
+    for part in parts[1:]:
+        union = exp.union(union, part, distinct=False)
+    query = exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True)).with_("profile_firsts", as_=firsts)
+    rows = backend.rows(query)
+    out = []
+    for name, _, _ in sources:
+        mine = [r for r in rows if r["series"] == name]
+        before = sum(int(r["n"]) for r in mine if int(r["b"]) == -1)
+        per_bucket = _time_series([r for r in mine if int(r["b"]) != -1], p, "n", name)
+        if name == "new":
+            out.append(per_bucket)
+            out.append(_cumulative(per_bucket, before, "total"))
+        else:
+            out.append(_cumulative(per_bucket, before, name))
     return _answer("base", p.to_dict(), out, _table_from_series(out))
 
 
