@@ -4,7 +4,7 @@ little history is a 422 that writes nothing, a fit is listed with its figures an
 from __future__ import annotations
 
 from opencdp.profiles.scores import score_names
-from tests.api.conftest import Api, api  # noqa: F401 - the fixture
+from tests.api.conftest import Api
 from tests.predictions import shop
 
 
