@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
@@ -107,22 +108,50 @@ def core_categories(backend: Backend, settings: Settings) -> dict[str, set[str]]
     return found
 
 
-def _first_purchases(backend: Backend, now: dt.datetime) -> pa.Table:
-    """``profile_id, room, category, first_ms`` of every (profile, category) bought before ``now``."""
+def _room_firsts(backend: Backend, now: dt.datetime) -> pa.Table:
+    """``profile_id, room, first_ms``: when each profile first bought in each room (before ``now``)."""
     engine = Engine(backend)
+    lines = exp.select(col("profile_id"), col("ts"), exp.alias_(engine.room(col("category")), "line_room")).from_(
+        exp.alias_(exp.Subquery(this=order_lines(engine, None, now)), "l", table=True)
+    )
     query = (
-        exp.select(
-            col("profile_id"),
-            exp.alias_(engine.room(col("category")), "room"),
-            col("category"),
-            exp.alias_(engine.epoch_ms(exp.Min(this=col("ts"))), "first_ms"),
-        )
-        .from_(exp.alias_(exp.Subquery(this=order_lines(engine, None, now)), "l", table=True))
+        exp.select(col("profile_id"), exp.alias_(col("line_room"), "room"), exp.alias_(engine.epoch_ms(exp.Min(this=col("ts"))), "first_ms"))
+        .from_(exp.alias_(exp.Subquery(this=lines), "x", table=True))
         .where(exp.and_(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())),
-                        exp.Not(this=exp.Is(this=col("category"), expression=exp.Null()))))
-        .group_by(col("profile_id"), exp.column("room"), col("category"))
+                        exp.Not(this=exp.Is(this=col("line_room"), expression=exp.Null()))))
+        .group_by(col("profile_id"), col("line_room"))
     )
     return backend.select(query)
+
+
+def _finished(backend: Backend, now: dt.datetime, core: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """Profile -> the rooms whose every core category it has bought (only those pairs leave the engine)."""
+    if not core:
+        return {}
+    engine = Engine(backend)
+    categories = sorted({c for cats in core.values() for c in cats})
+    lines = (
+        exp.select(col("profile_id"), exp.alias_(engine.room(col("category")), "line_room"), col("category"))
+        .from_(exp.alias_(exp.Subquery(this=order_lines(engine, None, now)), "l", table=True))
+        .where(exp.In(this=col("category"), expressions=[lit(c) for c in categories]))
+    )
+    needed = exp.Case()
+    for room, cats in sorted(core.items()):
+        needed = needed.when(col("line_room").eq(lit(room)), lit(len(cats)))
+    counted = (
+        exp.select(col("profile_id"), col("line_room"), exp.alias_(exp.Count(this=exp.Distinct(expressions=[col("category")])), "bought"),
+                   exp.alias_(exp.Max(this=needed.else_(lit(-1))), "needed"))
+        .from_(exp.alias_(exp.Subquery(this=lines), "x", table=True))
+        .where(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())))
+        .group_by(col("profile_id"), col("line_room"))
+    )  # fmt: skip
+    query = exp.select("profile_id", "line_room").from_(exp.alias_(exp.Subquery(this=counted), "c", table=True)).where(
+        exp.EQ(this=col("bought"), expression=col("needed"))
+    )
+    done: dict[str, set[str]] = {}
+    for row in backend.rows(query):
+        done.setdefault(str(row["profile_id"]), set()).add(str(row["line_room"]))
+    return done
 
 
 @dataclass
@@ -142,18 +171,8 @@ def compute(backend: Backend, now: dt.datetime, settings: Settings | None = None
     engine = Engine(backend)
     scores = backend.select(signals_query(engine, now, settings))
     core = core_categories(backend, settings)
-    firsts = _first_purchases(backend, now)
-
-    # finished rooms: every core category of the room bought
-    done: dict[str, set[str]] = {}
-    if firsts.num_rows and core:
-        bought: dict[tuple[str, str], set[str]] = {}
-        for pid, room, category in zip(*(firsts.column(c).to_pylist() for c in ("profile_id", "room", "category")), strict=True):
-            if room in core and category in core[room]:
-                bought.setdefault((pid, room), set()).add(category)
-        for (pid, room), cats in bought.items():
-            if cats >= core[room]:
-                done.setdefault(pid, set()).add(room)
+    firsts = _room_firsts(backend, now)
+    done = _finished(backend, now, core)
 
     transitions = _transitions(firsts)
     popularity = _first_rooms(firsts)
@@ -175,32 +194,38 @@ def compute(backend: Backend, now: dt.datetime, settings: Settings | None = None
     return Interest(ids, rooms, shares, finished, nexts, finished_rooms, transitions, {r: sorted(c) for r, c in core.items()})
 
 
+def _ordered(firsts: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]]:
+    """Profiles' first purchases per room in time order: (profile codes, room codes, room names)."""
+    ordered = firsts.sort_by([("profile_id", "ascending"), ("first_ms", "ascending"), ("room", "ascending")])
+    pid = ordered.column("profile_id").combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    rooms = ordered.column("room").combine_chunks().dictionary_encode()
+    codes = rooms.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return pid.astype(np.int64), codes, [str(r) for r in rooms.dictionary.to_pylist()]
+
+
 def _transitions(firsts: pa.Table) -> dict[str, dict[str, float]]:
     """P(next room | room) from the order in which customers first bought in each room."""
     if not firsts.num_rows:
         return {}
-    per_room = firsts.group_by(["profile_id", "room"]).aggregate([("first_ms", "min")])
-    per_room = per_room.filter(pc.is_valid(per_room.column("room")))
-    ordered = per_room.sort_by([("profile_id", "ascending"), ("first_ms_min", "ascending"), ("room", "ascending")])
-    pid = ordered.column("profile_id").to_pylist()
-    room = ordered.column("room").to_pylist()
-    counts: dict[str, Counter[str]] = {}
-    for i in range(1, len(pid)):
-        if pid[i] == pid[i - 1]:
-            counts.setdefault(room[i - 1], Counter())[room[i]] += 1
-    return {a: {b: round(n / sum(c.values()), 4) for b, n in c.most_common()} for a, c in sorted(counts.items())}
+    pid, room, names = _ordered(firsts)
+    same = pid[1:] == pid[:-1]
+    pairs = room[:-1][same] * len(names) + room[1:][same]
+    codes, counts = np.unique(pairs, return_counts=True)
+    found: dict[str, Counter[str]] = {}
+    for code, n in zip(codes.tolist(), counts.tolist(), strict=True):
+        found.setdefault(names[code // len(names)], Counter())[names[code % len(names)]] = n
+    return {a: {b: round(n / sum(c.values()), 4) for b, n in c.most_common()} for a, c in sorted(found.items())}
 
 
 def _first_rooms(firsts: pa.Table) -> list[str]:
     """Rooms by how often they were a customer's first, most first."""
     if not firsts.num_rows:
         return []
-    per_room = firsts.group_by(["profile_id", "room"]).aggregate([("first_ms", "min")])
-    ordered = per_room.sort_by([("profile_id", "ascending"), ("first_ms_min", "ascending")])
-    pid = ordered.column("profile_id").to_pylist()
-    room = ordered.column("room").to_pylist()
-    counts = Counter(room[i] for i in range(len(pid)) if room[i] is not None and (i == 0 or pid[i] != pid[i - 1]))
-    return [r for r, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    pid, room, names = _ordered(firsts)
+    first = np.r_[True, pid[1:] != pid[:-1]]
+    codes, counts = np.unique(room[first], return_counts=True)
+    ranked = sorted(zip(codes.tolist(), counts.tolist(), strict=True), key=lambda kv: (-kv[1], names[kv[0]]))
+    return [names[c] for c, _ in ranked]
 
 
 def _next(room: str, finished: set[str], transitions: Mapping[str, Mapping[str, float]], popularity: Sequence[str]) -> str | None:
