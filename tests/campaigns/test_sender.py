@@ -135,3 +135,26 @@ def test_a_broken_template_fails_the_message_without_suppressing_the_address(bac
     sender(backend, fake).run_until_idle()
     assert fake.calls == [] and _states(backend)["a"][0] == "failed"
     assert not suppressions.is_suppressed(backend, "email", "a@shop.test")
+
+
+def test_receipts_deliver_bounce_and_complain(backend: Backend) -> None:
+    from opencdp.campaigns import feedback
+    from opencdp.campaigns.channels.receipts import Receipt
+
+    load(backend, [person("a"), person("b"), person("c")])
+    save_template(backend)
+    _plan(backend, ["a", "b", "c"])
+    fake = FakeChannel()
+    sender(backend, fake).run_until_idle()
+    ids = {r["profile_id"]: r for r in outbox.rows_of(backend, "c1")}
+    counts = feedback.apply(backend, "email", [
+        Receipt(f"<{ids['a']['message_id']}@shop.test>", "delivered"),
+        Receipt(ids["b"]["provider_message_id"], "failed", True, "550 5.1.1 no such user"),
+        Receipt(ids["c"]["provider_message_id"], "complained", True),
+        Receipt("<unknown@x>", "delivered"),
+    ])
+    assert counts == {"delivered": 1, "bounced": 1, "complained": 1, "ignored": 0, "unknown": 1}
+    assert _states(backend)["a"][0] == "delivered" and _states(backend)["b"][0] == "failed"
+    assert suppressions.is_suppressed(backend, "email", "b@shop.test") and suppressions.is_suppressed(backend, "email", "c@shop.test")
+    names = {r["event"] for r in backend.rows("SELECT event FROM events WHERE source = 'campaigns'")}
+    assert {"Message Delivered", "Message Bounced", "Message Complained"} <= names
