@@ -70,7 +70,7 @@ class ReportSpec:
     description: str
 
 
-def _sub(query: exp.Select, alias: str) -> exp.Expr:
+def _sub(query: exp.Query, alias: str) -> exp.Expr:
     return exp.alias_(exp.Subquery(this=query), alias, table=True)
 
 
@@ -203,13 +203,24 @@ def activity(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
     p = period(raw, now)
     engine = Engine(backend)
     series = []
+    # each profile once per active day (a CTE), then distinct profiles per day, week and month from it
+    days = (
+        exp.select(col("profile_id"), exp.alias_(engine.day_number(col("ts")), "d"), exp.alias_(exp.Min(this=col("ts")), "day_ts"))
+        .from_(_sub(_activity_events(engine, p), "a"))
+        .group_by(col("profile_id"), exp.column("d"))
+    )
+    parts: list[exp.Select] = []
     for name, interval in (("dau", "day"), ("wau", "week"), ("mau", "month")):
-        query = (
-            exp.select(exp.alias_(engine.bucket(col("ts"), interval), "b"), exp.alias_(exp.Count(this=exp.Distinct(expressions=[col("profile_id")])), "n"))
-            .from_(_sub(_activity_events(engine, p), "a"))
-            .group_by(exp.column("b"))
+        count = exp.Count(this=exp.Star()) if interval == "day" else exp.Count(this=exp.Distinct(expressions=[col("profile_id")]))
+        parts.append(
+            exp.select(exp.alias_(lit(name), "series"), exp.alias_(engine.bucket(col("day_ts"), interval), "b"), exp.alias_(count, "n"))
+            .from_("active_days")
+            .group_by(exp.column("series"), exp.column("b"))
         )
-        series.append(_time_series(backend.rows(query), Period(p.start, p.end, interval), "n", name))
+    union = exp.union(exp.union(parts[0], parts[1], distinct=False), parts[2], distinct=False)
+    rows = backend.rows(exp.select("*").from_(_sub(union, "u")).with_("active_days", as_=days))
+    for name, interval in (("dau", "day"), ("wau", "week"), ("mau", "month")):
+        series.append(_time_series([r for r in rows if r["series"] == name], Period(p.start, p.end, interval), "n", name))
     buyers = (
         exp.select(exp.alias_(engine.bucket(col("ts"), p.interval), "b"), exp.alias_(exp.Count(this=exp.Distinct(expressions=[col("profile_id")])), "n"))
         .from_(_sub(orders(engine, p.start, p.end), "o"))
