@@ -22,7 +22,7 @@ run: install
 	$(BIN)/opencdp serve --dev-keys --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -239,6 +239,14 @@ class IdentityGraph:
         return profile
 
     def _attach(self, identifier: str, profile: Profile, key: Key) -> None:
+        for dropped_by in self._dropped_unowned.get(identifier, ()):
+            # a profile that had to drop this identifier left it free for this one: the two
+            # decisions hang together, so a late event into either replays both
+            other = self.profiles.get(self.canonical(dropped_by))
+            if other is not None and other is not profile:
+                profile.contested = other.contested = True
+                self._contests.setdefault(profile.id, set()).add(other.id)
+                self._contests.setdefault(other.id, set()).add(profile.id)
         self.owner[identifier] = profile.id
         profile.identifiers.append(identifier)
         profile.kinds[kind_of(identifier)] += 1
