@@ -177,3 +177,20 @@ def test_rate_limit_spaces_sends() -> None:
     for _ in range(75):
         limit.acquire()
     assert time.perf_counter() - start >= 0.45  # 50 at once (the burst), 25 more at 50/s
+
+
+def test_parametric_audience_bound_from_the_entering_event(backend: Backend) -> None:
+    from opencdp.segments import store as segments
+
+    load(backend, [person("kazan", city="Kazan"), person("perm", city="Perm")])
+    save_template(backend)
+    segments.save(backend, "in_city", definition="traits.city = $city")
+    _activate(backend, "local", _definition(
+        trigger={"type": "event", "event": "Store Visited"},
+        audience={"segment": "in_city", "params": {"city": "properties.store_city"}}))
+    engine = Engine(backend, clock=lambda: NOW)
+    visits = [event(p, name="Store Visited", properties={"store_city": "Kazan"}, at=NOW) for p in ("kazan", "perm")]
+    load(backend, visits)
+    engine.observe(_events(visits))
+    engine.tick()
+    assert [r["profile_id"] for r in outbox.rows_of(backend, "local")] == ["kazan"]
