@@ -67,6 +67,9 @@ def test_rfm_fixed_cells_stored_and_changes_written_once(shop: Backend) -> None:
     rfm._write_changes(shop, rfm.ORDERS, [("a", "potential_loyal", "need_attention", 0)],
                        rfm.score(rfm.measure(shop, rfm.ORDERS, LATER, FIXED), FIXED), LATER)  # a retry of the same write
     assert len(_cell_events(shop)) == 5
+    runs = run_report(shop, "rfm", {"method": "fixed"}, LATER)["history"]
+    assert [(r["changes"], r["cells"].get("hibernating", 0)) for r in runs] == [(0, 0), (5, 2)]
+    assert runs[1]["changed_to"] == {"hibernating": 2, "loyal": 1, "need_attention": 1, "about_to_sleep": 1}
 
 
 def test_rfm_quantiles_match_numpy(shop: Backend) -> None:

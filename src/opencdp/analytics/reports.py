@@ -550,7 +550,9 @@ def rfm_matrix(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
         {"name": found["value_name"], "points": [[c["cell"], c["value"]] for c in found["cells"]]},
     ]
     params = {"to": as_of.isoformat(), "kind": kind, "method": scoring.method, "window_days": scoring.window_days}
-    return _answer("rfm", params, series, found["cells"], grid=found["grid"], cuts=found["cuts"], profiles=found["profiles"])
+    runs = rfm.history(backend, kind)  # the stored runs: how the cells grew and shrank, and who moved where
+    return _answer("rfm", params, series, found["cells"], grid=found["grid"], cuts=found["cuts"], profiles=found["profiles"],
+                   history=runs)  # fmt: skip
 
 
 def cohort_report(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from sqlglot import exp
 from opencdp.analytics.params import ReportError
 from opencdp.analytics.sql import Engine, col, events_of, lit, orders
 from opencdp.storage.base import Backend, LoadBatch
-from opencdp.storage.schema import EVENTS, ORDER_LINES
+from opencdp.storage.schema import EVENTS, ORDER_LINES, RFM_RUNS
 
 # (cell, R scores, F scores): every one of the 25 R x F cells has exactly one name.
 CELLS: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (
@@ -276,9 +276,33 @@ def run(
                  model_version=version, metrics=metrics, description=f"RFM on {label}: R, F and M digits", at=now)  # fmt: skip
     write_scores(backend, cell_name, scored.profile_ids, pa.array(cells.tolist(), pa.string()), model_version=version,
                  metrics=metrics, description=f"RFM on {label}: lifecycle cell ({', '.join(CELL_LABELS)})", at=now)  # fmt: skip
-    return Run(
+    result = Run(
         which.name, len(scored), counts, scored.cuts, len(changed), dict(sorted(_counts([c[2] for c in changed]).items())), version
     )
+    backend.insert(RFM_RUNS.name, pa.Table.from_pylist([{
+        "kind": which.name, "at": now, "model_version": version, "profiles": len(scored), "cells": json.dumps(counts),
+        "cuts": json.dumps(scored.cuts), "changes": len(changed), "changed_to": json.dumps(result.changed_to),
+    }], schema=RFM_RUNS.arrow_schema))  # fmt: skip
+    return result
+
+
+def history(backend: Backend, kind: str = "orders", since: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Earlier scoring runs: cell sizes and changes per run, oldest first."""
+    engine = Engine(backend)
+    conditions: list[exp.Expr] = [col("kind").eq(lit(kind_of(kind).name))]
+    if since is not None:
+        conditions.append(exp.GTE(this=col("at"), expression=engine.time(since)))
+    query = (
+        exp.select(exp.alias_(engine.epoch_ms(col("at")), "at_ms"), "profiles", "cells", "changes", "changed_to")
+        .from_(backend.table_ref(RFM_RUNS))
+        .where(exp.and_(*conditions))
+        .order_by("at_ms")
+    )
+    return [
+        {"at": dt.datetime.fromtimestamp(int(r["at_ms"]) / 1000, dt.UTC).isoformat(), "profiles": int(r["profiles"]),
+         "cells": json.loads(r["cells"]), "changes": int(r["changes"]), "changed_to": json.loads(r["changed_to"] or "{}")}
+        for r in backend.rows(query)
+    ]  # fmt: skip
 
 
 def _counts(values: Any) -> dict[str, int]:

@@ -464,7 +464,22 @@ SCORE_MODELS = Table(
 )
 
 # -- analytics (issue 5: RFM, cohorts, reports, BI export) --------------------------------------
-ANALYTICS_TABLES: tuple[Table, ...] = ()
+RFM_RUNS = Table(
+    "rfm_runs",
+    (
+        _c("kind", T.LOW_CARD, False, "orders (RFM) or engagement"),
+        _c("at", T.TIMESTAMP, False, "the time the run scored as of"),
+        _c("model_version", T.STRING, False, "the version of the rfm_* scores it wrote"),
+        _c("profiles", T.INT, False),
+        _c("cells", T.JSON, False, "profiles per cell: {cell: count}"),
+        _c("cuts", T.JSON, False, "the cut points used: {r: [...], f: [...], m: [...]}"),
+        _c("changes", T.INT, False, "profiles that changed cell (Cell Changed events written)"),
+        _c("changed_to", T.JSON, doc="changes by the cell entered: {cell: count}"),
+    ),
+    order_by=("kind", "at"),
+    doc="One row per RFM scoring run: the cell sizes over time (the lifecycle report's history).",
+)
+ANALYTICS_TABLES: tuple[Table, ...] = (RFM_RUNS,)
 
 # -- predictions (issue 5: BG/NBD, Gamma-Gamma, classifiers) ------------------------------------
 PREDICTION_FITS = Table(
