@@ -288,6 +288,8 @@ def run(
 
 def history(backend: Backend, kind: str = "orders", since: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Earlier scoring runs: cell sizes and changes per run, oldest first."""
+    if not backend.column_names(RFM_RUNS.name):  # a store opened read-only, created before this table
+        return []
     engine = Engine(backend)
     conditions: list[exp.Expr] = [col("kind").eq(lit(kind_of(kind).name))]
     if since is not None:
