@@ -178,6 +178,31 @@ class Settings(BaseSettings):
     )
 
     # -- recommendations (issue 6) --
+    recs_personal_algorithm: Literal["als", "item_knn"] = Field(
+        "als",
+        description="Collaborative filtering behind the personal block: `als` (implicit ALS) or `item_knn`; "
+        "`opencdp recs evaluate` compares both against popularity on this store.",
+    )
+    recs_half_life_days: float = Field(
+        90.0, ge=0, description="Interaction weights halve at this age (personal and popularity); 0: no decay."
+    )
+    recs_retrain_interval_s: float = Field(
+        6 * 3600.0, ge=0,
+        description="How often the server retrains the recommendation models in the background and swaps them in "
+        "(seconds); 0: only at startup (when no saved model exists) and on `opencdp recs train`.",
+    )
+    recs_catalogue_refresh_s: float = Field(
+        60.0, ge=0, description="How often the server re-reads stock, prices, images and URLs of the catalogue (seconds)."
+    )
+    recs_train_threads: int = Field(2, ge=1, description="Threads the ALS training uses.")
+    recs_session_ttl_s: float = Field(
+        3600.0, ge=0, description="How long a visitor's recent views, cart and searches steer the personal block (seconds)."
+    )
+    recs_public_rate_per_s: float = Field(
+        20.0, ge=0,
+        description="Recommendation requests per second one client address may make with a public write key "
+        "(bursts of twice as many); 0: no limit. Admin keys are not limited.",
+    )
 
     # -- campaigns (issue 7) --
     campaign_channels: dict[str, dict[str, Any]] = Field(

@@ -18,6 +18,7 @@ from rich.text import Text
 from opencdp.cli.campaigns import campaigns_app
 from opencdp.cli.local import ServerClient, remove_server_file, store_or_server, write_server_file
 from opencdp.cli.predict import predict_app
+from opencdp.cli.recs import recs_app
 from opencdp.cli.reports import bi_app, reports_app
 from opencdp.config import Settings
 from opencdp.errors import OpenCDPError, StoreLockedError, TerminalError
@@ -41,6 +42,7 @@ app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(reports_app, name="reports")
 app.add_typer(bi_app, name="bi")
 app.add_typer(predict_app, name="predict")
+app.add_typer(recs_app, name="recs")
 console = Console()
 err = Console(stderr=True)
 

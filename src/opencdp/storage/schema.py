@@ -504,7 +504,35 @@ PREDICTION_FITS = Table(
 PREDICTION_TABLES: tuple[Table, ...] = (PREDICTION_FITS,)
 
 # -- recommendations (issue 6) --------------------------------------------------------------------
-RECOMMENDATION_TABLES: tuple[Table, ...] = ()
+RECOMMENDATION_BLOCKS = Table(
+    "recommendation_blocks",
+    (
+        _c("block_id", T.STRING, False, "a slug: letters, digits, '_' and '-'"),
+        _c("name", T.STRING, False),
+        _c("definition", T.JSON, False, "Block.to_dict(): algorithm, size, rules, A/B variants"),
+        _c("created_at", T.TIMESTAMP, False),
+        _c("updated_at", T.TIMESTAMP, False),
+        _c("deleted", T.BOOL, False),
+    ),
+    order_by=("block_id",),
+    key=("block_id",),
+    version="updated_at",
+    doc="Named recommendation blocks (algorithm + business rules + size), served by GET /api/v1/recommendations/{block}.",
+)
+
+RECOMMENDATION_MODELS = Table(
+    "recommendation_models",
+    (
+        _c("version", T.STRING, False, "the model file's version (<data_dir>/models/recs-<version>.npz)"),
+        _c("trained_at", T.TIMESTAMP, False),
+        _c("personal", T.LOW_CARD, False, "als or item_knn"),
+        _c("stats", T.JSON, doc="users, items, interactions, seconds per training step"),
+    ),
+    order_by=("trained_at",),
+    doc="History of trained recommendation models.",
+)
+
+RECOMMENDATION_TABLES: tuple[Table, ...] = (RECOMMENDATION_BLOCKS, RECOMMENDATION_MODELS)
 
 # -- campaigns (issue 7: channels, templates, campaigns, scenarios) ------------------------------
 CAMPAIGN_DEFINITIONS = Table(

@@ -14,6 +14,7 @@ from opencdp.campaigns.runtime import CampaignRuntime
 from opencdp.config import Settings
 from opencdp.ingest.collector import Collector
 from opencdp.keys import KeyRing
+from opencdp.recommendations.engine import Engine as RecommendationEngine
 from opencdp.segments.realtime import RealtimeSegments
 from opencdp.storage.base import Backend
 from opencdp.web import (
@@ -28,6 +29,7 @@ from opencdp.web import (
     predictions,
     privacy,
     profiles,
+    recommendations,
     reports,
     segments,
     tracking,
@@ -57,6 +59,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             long_every=settings.segment_refresh_long_s,
         )
         collector.loader.listeners.append(realtime.observe)
+        recs = app.state.recommendations = RecommendationEngine(store, settings)
+        collector.loader.listeners.append(recs.observe)
         campaign_runtime = CampaignRuntime(store, settings)  # issue 7: sender and scenario engine
         collector.loader.listeners.append(campaign_runtime.engine.observe)
         app.state.campaigns = campaign_runtime
@@ -67,6 +71,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         await collector.start()
         if settings.segment_realtime_interval_s > 0:
             realtime.start()
+        recs.start()
         stop_refits = predictions.start_refits(app, store, settings)  # issue 5: scheduled model refits
         campaign_runtime.start()
         try:
@@ -75,6 +80,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             stop_refits()
             campaign_runtime.stop()
             realtime.stop()
+            recs.stop()
             await collector.close()
             if owns_backend:
                 store.close()
@@ -108,6 +114,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     app.include_router(segments.router)
     app.include_router(traits.router)
     # stage routers (analytics, predictions, recommendations, campaigns) follow, one line each
+    app.include_router(recommendations.router)
     app.include_router(predictions.router)
     app.include_router(campaigns.router)
     app.include_router(messages.router)
