@@ -323,3 +323,12 @@ def test_base_dynamics(shop: Backend) -> None:
     # identify events of a..f on June 1st..6th; a2 is a (counted once, for email too)
     assert series["new"] == [1, 1, 1] and series["total"] == [2, 3, 4] and series["identified"] == [2, 3, 4]
     assert series["reachable_email"] == [0, 2, 2] and series["reachable_sms"] == [0, 0, 0]
+
+
+def test_rfm_cell_usable_in_a_segment(shop: Backend) -> None:
+    from opencdp.segments.sql import members
+    from opencdp.segments.text import parse
+
+    rfm.run(shop, NOW, scoring=FIXED)
+    assert members(shop, parse('computed.rfm_cell = "at_risk"'), NOW) == {"d"}
+    assert members(shop, parse("computed.rfm_r = 5 and computed.rfm_f >= 4"), NOW) == {"c"}

@@ -4,7 +4,7 @@ The data flow: ``sql`` builds the relations every report reads (orders, order li
 activity — each resolved to canonical profiles) as sqlglot expressions for both
 engines; ``rfm``, ``cohorts``, ``interest`` and ``reports`` aggregate them in the engine
 and shape small results in Python; what is per profile is stored as scores
-(``opencdp.profiles.scores``), so segments can use it (``computed("rfm_cell") = "at_risk"``).
+(``opencdp.profiles.scores``), so segments can use it (``computed.rfm_cell = "at_risk"``).
 ``views`` and ``export`` give BI tools the raw data; ``charts`` draws a report as SVG.
 Bad parameters raise ``ReportError`` (a 422 naming the parameter).
 """

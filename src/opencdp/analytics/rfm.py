@@ -11,7 +11,7 @@ Recency, frequency and monetary value are measured per canonical profile in the 
 * the R x F grid is named with the usual lifecycle cells (``CELLS``);
 * ``score`` stores ``<prefix>_r/_f/_m`` (numbers), ``<prefix>_score`` ("545") and
   ``<prefix>_cell`` ("champions") as scores, i.e. as computed traits a segment can use:
-  ``computed("rfm_cell") = "at_risk"``;
+  ``computed.rfm_cell = "at_risk"``;
 * a profile whose cell differs from the stored one gets an ``RFM Cell Changed`` event
   (``properties.from`` / ``properties.to``), so a trigger can react to "became at risk"
   (``to = "at_risk"``). The first run only sets the baseline: there is no previous cell

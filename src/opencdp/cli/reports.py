@@ -123,7 +123,7 @@ def reports_score(
     as_of: Annotated[str | None, typer.Option(help="score as of this date/time (default: now)")] = None,
     method: Annotated[str | None, typer.Option(help="RFM cut points: quantile or fixed (default: the setting)")] = None,
 ) -> None:
-    """Compute per-profile scores and store them (usable in segments as computed("rfm_cell") ...)."""
+    """Compute per-profile scores and store them (usable in segments as computed.rfm_cell ...)."""
     from opencdp.analytics.params import ReportError
 
     paths = {"rfm": "rfm/score?kind=orders", "engagement": "rfm/score?kind=engagement", "interest": "interest/score", "value": "value/score"}

@@ -5,7 +5,7 @@
 "params", "series": [{"name", "points": [[x, y], ...]}], "table"}`` (``opencdp.analytics.reports``).
 A bad or unknown parameter is a 422 whose ``field`` names it; a range without data gives
 empty series. Scoring runs (``POST /api/v1/reports/rfm/score`` ...) store their results as
-scores, usable in segments (``computed("rfm_cell") = "at_risk"``).
+scores, usable in segments (``computed.rfm_cell = "at_risk"``).
 """
 
 from __future__ import annotations
