@@ -6,8 +6,9 @@
 scenario's trigger); ``cart`` the entering event's ``products`` enriched from the catalogue
 (the abandoned cart's items, with url and image); ``products`` catalogue rows named by
 ``params.product_id(s)`` (back in stock, price drop); ``recommendations`` products to suggest
-(the recommendation stage's when present, else the catalogue's bestsellers of the last 30 days
-in the room of the entering product, without what the message already shows).
+(the campaign's ``recommendation_block`` served by the recommendation stage, else the
+catalogue's bestsellers of the last 30 days in the room of the entering product, without what
+the message already shows).
 """
 
 from __future__ import annotations
@@ -78,6 +79,18 @@ class Catalogue:
         return rows
 
 
+    def recommend(self, block: str, profile_id: str, shown: Sequence[str], n: int = 4) -> list[dict[str, Any]] | None:
+        """The recommendation stage's block for the profile; None when that stage is absent or fails."""
+        try:
+            from opencdp.recommendations import recommend
+        except ImportError:
+            return None
+        try:
+            return recommend(self.backend, block, profile_id, n, product_ids=list(shown))
+        except Exception:  # a block that cannot be served falls back to bestsellers, never fails the send
+            return None
+
+
 def _products_of(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     items = params.get("products")
     if isinstance(items, list):
@@ -108,7 +121,9 @@ def build(
         products = [known[i] for i in named if i in known]
         shown = set(ids) | set(named)
         room = next((p.get("room") for p in products + cart if p.get("room")), None)
-        recommendations = [p for p in catalogue.bestsellers(room) if p["product_id"] not in shown][:4]
+        block = campaign.get("recommendation_block")
+        found = catalogue.recommend(str(block), recipient.profile_id, sorted(shown)) if block else None
+        recommendations = found if found is not None else [p for p in catalogue.bestsellers(room) if p["product_id"] not in shown][:4]
     profile = {**recipient.traits, "id": recipient.profile_id}
     return {
         "profile": profile,

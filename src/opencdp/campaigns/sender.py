@@ -237,7 +237,8 @@ class Sender:
         out: dict[str, dict[str, Any]] = {}
         for cid in ids:
             stored = store.get(self.backend, store.CAMPAIGN, cid) or store.get(self.backend, store.SCENARIO, cid)
-            out[cid] = {"id": cid, "name": stored.name if stored else cid}
+            out[cid] = {"id": cid, "name": stored.name if stored else cid,
+                        "recommendation_block": stored.definition.get("recommendation_block") if stored else None}
         return out
 
     def _suppressed(self, rows: Sequence[dict[str, Any]], addresses: dict[int, str | None],
