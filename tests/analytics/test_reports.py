@@ -123,6 +123,8 @@ def test_sales_by_day_channel_room_store(shop: Backend) -> None:
     assert report["by_store"][0] == {"store_id": "S1", "orders": 2, "revenue": 1200.0, "avg_check": 600.0}
     rooms = {r["room"]: r["revenue"] for r in report["by_room"]}
     assert rooms == {"Kitchen": 1600.0, "Bathroom": 700.0, "Kids room": 50.0}
+    # a2's receipt holds tables and chairs: one kitchen order, not two
+    assert {r["room"]: r["orders"] for r in report["by_room"]} == {"Kitchen": 3, "Bathroom": 1, "Kids room": 1}
     weekly = run_report(shop, "sales", {"from": "2026-05-01", "to": "2026-05-31", "interval": "week"}, NOW)
     points = dict(weekly["series"][0]["points"])
     assert points["2026-05-25"] == 1000 + 100 + 50 and points["2026-05-18"] == 500 and points["2026-04-27"] == 0

@@ -43,7 +43,6 @@ from opencdp.analytics.sql import (
     lit,
     order_lines,
     orders,
-    room_of,
 )
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import EVENTS, IDENTITIES, PROFILE_MAP, SEGMENT_MEMBERS, SEGMENTS
@@ -258,7 +257,7 @@ def sales(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
             exp.alias_(engine.bucket(col("ts"), p.interval), "b"), col("kind"),
             exp.alias_(exp.Count(this=exp.Star()), "orders"), exp.alias_(exp.Sum(this=col("amount")), "revenue"),
         )
-        .from_(_sub(orders(engine, p.start, p.end), "o"))
+        .from_(_sub(orders(engine, p.start, p.end, resolve=False), "o"))
         .group_by(exp.column("b"), col("kind"))
     )  # fmt: skip
     rows = backend.rows(query)
@@ -275,23 +274,23 @@ def sales(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
         _time_series([r for r in rows if r["kind"] == "online"], p, "revenue", "revenue_online"),
         _time_series([r for r in rows if r["kind"] == "offline"], p, "revenue", "revenue_offline"),
     ]
+    # revenue per room (or category), and the orders holding it: per (group, order) first, then counted
+    key = engine.room(col("category")) if by == "room" else col("category")
+    per_order = (
+        exp.select(exp.alias_(key, "grp"), col("message_id"), exp.alias_(exp.Sum(this=col("line_amount")), "spent"))
+        .from_(_sub(order_lines(engine, p.start, p.end, resolve=False), "l"))
+        .group_by(exp.column("grp"), col("message_id"))
+    )
     lines = (
-        exp.select(col("category"), exp.alias_(exp.Sum(this=col("line_amount")), "revenue"),
-                   exp.alias_(exp.Count(this=exp.Distinct(expressions=[col("message_id")])), "orders"))
-        .from_(_sub(order_lines(engine, p.start, p.end), "l"))
-        .group_by(col("category"))
-    )  # fmt: skip
-    groups: dict[str, dict[str, float]] = {}
-    for r in backend.rows(lines):
-        key = (room_of(r["category"]) if by == "room" else r["category"]) or "(none)"
-        g = groups.setdefault(key, {"revenue": 0.0, "lines_orders": 0})
-        g["revenue"] += float(r["revenue"] or 0)
-        g["lines_orders"] += int(r["orders"])
-    ranked = sorted(groups.items(), key=lambda kv: (-kv[1]["revenue"], kv[0]))[:top]
-    by_group = [{by: k, "revenue": round(v["revenue"], 2), "orders": int(v["lines_orders"])} for k, v in ranked]
+        exp.select(col("grp"), exp.alias_(exp.Sum(this=col("spent")), "revenue"), exp.alias_(exp.Count(this=exp.Star()), "orders"))
+        .from_(_sub(per_order, "g"))
+        .group_by(col("grp"))
+    )
+    ranked = sorted(backend.rows(lines), key=lambda r: (-float(r["revenue"] or 0), str(r["grp"])))[:top]
+    by_group = [{by: r["grp"] or "(none)", "revenue": round(float(r["revenue"] or 0), 2), "orders": int(r["orders"])} for r in ranked]
     stores = (
         exp.select(col("store_id"), exp.alias_(exp.Count(this=exp.Star()), "orders"), exp.alias_(exp.Sum(this=col("amount")), "revenue"))
-        .from_(_sub(orders(engine, p.start, p.end), "o"))
+        .from_(_sub(orders(engine, p.start, p.end, resolve=False), "o"))
         .where(col("kind").eq(lit("offline")))
         .group_by(col("store_id"))
     )

@@ -158,17 +158,22 @@ def events_of(
     *,
     extra: Sequence[exp.Expr] = (),
     where: Sequence[exp.Expr] = (),
+    resolve: bool = True,
 ) -> exp.Select:
-    """``profile_id`` (canonical), ``ts`` and ``extra`` columns of the events named ``names`` in a range."""
+    """``profile_id`` (canonical), ``ts`` and ``extra`` columns of the events named ``names`` in a range.
+
+    ``resolve=False`` skips the join with profile_map, for totals that do not look at profiles.
+    """
     conditions: list[exp.Expr] = [exp.In(this=col("event", "e"), expressions=[lit(n) for n in names])]
     conditions += in_range(engine, col("timestamp", "e"), start, end)
     conditions += list(where)
-    return (
-        exp.select(exp.alias_(canonical(), "profile_id"), exp.alias_(col("timestamp", "e"), "ts"), *extra)
-        .from_(engine.table(EVENTS, "e"))
-        .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
-        .where(exp.and_(*conditions))
-    )
+    profile = canonical() if resolve else col("profile_id", "e")
+    query = exp.select(exp.alias_(profile, "profile_id"), exp.alias_(col("timestamp", "e"), "ts"), *extra).from_(engine.table(EVENTS, "e"))
+    if resolve:
+        query = query.join(
+            engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT"
+        )
+    return query.where(exp.and_(*conditions))
 
 
 def offline(channel: exp.Expr, store: exp.Expr) -> exp.Expr:
@@ -184,6 +189,7 @@ def orders(
     end: dt.datetime | None = None,
     *,
     names: Sequence[str] = ORDER_EVENTS,
+    resolve: bool = True,
 ) -> exp.Select:
     """One row per order: ``profile_id, ts, amount, kind (online|offline), store_id, message_id``.
 
@@ -203,10 +209,13 @@ def orders(
             exp.alias_(col("store_id", "e"), "store_id"),
             exp.alias_(col("message_id", "e"), "message_id"),
         ],
+        resolve=resolve,
     )
 
 
-def order_lines(engine: Engine, start: dt.datetime | None = None, end: dt.datetime | None = None) -> exp.Select:
+def order_lines(
+    engine: Engine, start: dt.datetime | None = None, end: dt.datetime | None = None, *, resolve: bool = True
+) -> exp.Select:
     """One row per order line: ``profile_id, ts, category, product_id, line_amount, kind, store_id, message_id``."""
     price = exp.Coalesce(this=col("price", "l"), expressions=[lit(0.0)])
     quantity = exp.Coalesce(this=col("quantity", "l"), expressions=[lit(1.0)])
@@ -214,9 +223,9 @@ def order_lines(engine: Engine, start: dt.datetime | None = None, end: dt.dateti
     amount = exp.Sub(this=exp.Mul(this=price, expression=quantity), expression=discount)
     conditions: list[exp.Expr] = [exp.In(this=col("event", "l"), expressions=[lit(n) for n in ORDER_EVENTS])]
     conditions += in_range(engine, col("timestamp", "l"), start, end)
-    return (
+    query = (
         exp.select(
-            exp.alias_(canonical("m", "l"), "profile_id"),
+            exp.alias_(canonical("m", "l") if resolve else col("profile_id", "l"), "profile_id"),
             exp.alias_(col("timestamp", "l"), "ts"),
             exp.alias_(col("category", "l"), "category"),
             exp.alias_(col("product_id", "l"), "product_id"),
@@ -229,9 +238,12 @@ def order_lines(engine: Engine, start: dt.datetime | None = None, end: dt.dateti
             exp.alias_(col("message_id", "l"), "message_id"),
         )
         .from_(engine.table(ORDER_LINES, "l"))
-        .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "l")), join_type="LEFT")
-        .where(exp.and_(*conditions))
     )
+    if resolve:
+        query = query.join(
+            engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "l")), join_type="LEFT"
+        )
+    return query.where(exp.and_(*conditions))
 
 
 def room_of(category: str | None) -> str | None:
