@@ -180,12 +180,12 @@ def _cumulative(series: dict[str, Any], start: int, name: str) -> dict[str, Any]
 # -- activity ----------------------------------------------------------------------------------------------
 
 
-def _activity_events(engine: Engine, p: Period) -> exp.Select:
-    """Canonical profile and time of every event a person did (not the platform's own events)."""
+def _activity_events(engine: Engine, p: Period, *, resolve: bool = True) -> exp.Select:
+    """Canonical profile (``resolve``, else the stored one) and time of every event a person did
+    (not the platform's own events)."""
     query = (
-        exp.select(exp.alias_(canonical(), "profile_id"), exp.alias_(col("timestamp", "e"), "ts"), exp.alias_(col("event", "e"), "event"))
+        exp.select(exp.alias_(canonical() if resolve else col("profile_id", "e"), "profile_id"), exp.alias_(col("timestamp", "e"), "ts"))
         .from_(engine.table(EVENTS, "e"))
-        .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
         .where(exp.and_(
             exp.In(this=col("type", "e"), expressions=[lit(t) for t in ("track", "page", "screen")]),
             exp.Not(this=exp.In(this=col("event", "e"), expressions=[lit(n) for n in SYSTEM_EVENTS])),
@@ -193,6 +193,10 @@ def _activity_events(engine: Engine, p: Period) -> exp.Select:
             *in_range(engine, col("timestamp", "e"), p.start, p.end),
         ))
     )  # fmt: skip
+    if resolve:
+        query = query.join(
+            engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT"
+        )
     return query
 
 
@@ -203,10 +207,18 @@ def activity(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
     engine = Engine(backend)
     series = []
     # each profile once per active day (a CTE), then distinct profiles per day, week and month from it
-    days = (
-        exp.select(col("profile_id"), exp.alias_(engine.day_number(col("ts")), "d"), exp.alias_(exp.Min(this=col("ts")), "day_ts"))
-        .from_(_sub(_activity_events(engine, p), "a"))
+    # stored profile ids are reduced to profile-days first, and only those few rows are resolved
+    raw_days = (
+        exp.select(col("profile_id"), exp.alias_(engine.day_number(col("ts")), "d"), exp.alias_(exp.Min(this=col("ts")), "first_ts"))
+        .from_(_sub(_activity_events(engine, p, resolve=False), "a"))
         .group_by(col("profile_id"), exp.column("d"))
+    )
+    resolved = exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "r")])
+    days = (
+        exp.select(exp.alias_(resolved, "profile_id"), col("d", "r"), exp.alias_(exp.Min(this=col("first_ts", "r")), "day_ts"))
+        .from_(_sub(raw_days, "r"))
+        .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "r")), join_type="LEFT")
+        .group_by(resolved.copy(), col("d", "r"))
     )
     parts: list[exp.Select] = []
     for name, interval in (("dau", "day"), ("wau", "week"), ("mau", "month")):
