@@ -230,12 +230,14 @@ def test_implicit_tls(certificate: tuple[Path, Path]) -> None:
 
 def test_send_many_uses_the_pool_in_parallel(smtp: tuple[Recorder, int]) -> None:
     recorder, port = smtp
-    with plain(port, pool_size=3) as channel:
+    recorder.refuse = {f"u{i}@example.org": "550 5.1.1 no such user" for i in range(0, 30, 4)}
+    with plain(port, pool_size=3, max_per_connection=4) as channel:
         results = channel.send_many([message("email", f"u{i}@example.org", message_id=f"m{i}") for i in range(30)])
-    assert [r.status for r in results] == ["sent"] * 30
-    assert [r.provider_message_id for r in results] == [f"<m{i}@shop.example>" for i in range(30)]
-    assert sorted(e.rcpt_tos[0] for e in recorder.received) == sorted(f"u{i}@example.org" for i in range(30))
-    assert 1 < len(recorder.sessions) <= 3
+        # Refusals keep their connection; each connection is recycled after 4 accepted messages.
+    assert [r.status for r in results] == ["permanent" if i % 4 == 0 else "sent" for i in range(30)]
+    assert [r.provider_message_id for r in results if r.ok] == [f"<m{i}@shop.example>" for i in range(30) if i % 4]
+    assert sorted(e.rcpt_tos[0] for e in recorder.received) == sorted(f"u{i}@example.org" for i in range(30) if i % 4)
+    assert 3 < len(recorder.sessions) <= 3 + 22 // 4 + 1
 
 
 def test_config_errors_name_the_field() -> None:

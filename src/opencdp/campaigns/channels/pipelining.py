@@ -70,6 +70,6 @@ def send_pipelined(smtp: smtplib.SMTP, return_path: str, batch: Sequence[tuple[s
                 reply = smtp.getreply()
                 if owner is not None:
                     results[owner] = settle(batch[owner][0], reply)
-    except (smtplib.SMTPException, OSError):
+    except (smtplib.SMTPException, OSError, ValueError):  # ValueError: smtplib on a closed socket file
         return results, True
     return results, False

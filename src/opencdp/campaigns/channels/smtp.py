@@ -221,7 +221,7 @@ class SmtpChannel(Channel):
         if conn is not None:
             try:
                 conn.smtp.quit()
-            except (smtplib.SMTPException, OSError):
+            except (smtplib.SMTPException, OSError, ValueError):
                 conn.smtp.close()
         with self._cond:
             self._open -= 1
@@ -255,7 +255,8 @@ class SmtpChannel(Channel):
             if isinstance(acquired, SendResult):
                 return acquired
             conn, reused = acquired
-            outcome = self._transact(conn, message, raw)
+            outcome, alive = self._transact(conn, message, raw)
+            self._hand_back(conn, alive)
             if outcome is None:
                 # The connection broke: a reused one may just have been closed by the server while
                 # idle, so one more try on a fresh connection; a fresh one failing is reported.
@@ -265,30 +266,35 @@ class SmtpChannel(Channel):
             return outcome
         return SendResult.transient(f"SMTP connection to {self.settings.host} failed twice")
 
-    def _transact(self, conn: _Connection, message: Message, raw: bytes) -> SendResult | None:
-        """One MAIL/RCPT/DATA transaction; None when the connection died and was discarded."""
+    def _transact(self, conn: _Connection, message: Message, raw: bytes) -> tuple[SendResult | None, bool]:
+        """One MAIL/RCPT/DATA transaction: (result, whether the connection is still usable).
+
+        The result is None when the connection died mid-transaction. The caller hands the
+        connection back (``_release``) or drops it (``_discard``) accordingly.
+        """
         try:
             conn.smtp.sendmail(self.return_path, [message.to], raw)
         except smtplib.SMTPRecipientsRefused as e:
-            self._release(conn)
             code, text = e.recipients.get(message.to, (550, b"recipient refused"))
-            return _by_code(code, f"recipient refused: {code} {_text(text)}")
+            return _by_code(code, f"recipient refused: {code} {_text(text)}"), True
         except smtplib.SMTPSenderRefused as e:
-            self._release(conn)
             return SendResult.transient(f"sender refused: {e.smtp_code} {_text(e.smtp_error)}",
-                                        None if e.smtp_code < 500 else SENDER_PROBLEM_WAIT_S)
+                                        None if e.smtp_code < 500 else SENDER_PROBLEM_WAIT_S), True
         except smtplib.SMTPDataError as e:
-            self._release(conn)
-            return _by_code(e.smtp_code, f"message refused: {e.smtp_code} {_text(e.smtp_error)}")
+            return _by_code(e.smtp_code, f"message refused: {e.smtp_code} {_text(e.smtp_error)}"), True
         except smtplib.SMTPResponseException as e:
-            self._discard(conn)
-            return _by_code(e.smtp_code, f"SMTP error: {e.smtp_code} {_text(e.smtp_error)}")
-        except (smtplib.SMTPException, OSError):
-            self._discard(conn)
-            return None
+            return _by_code(e.smtp_code, f"SMTP error: {e.smtp_code} {_text(e.smtp_error)}"), False
+        except (smtplib.SMTPException, OSError, ValueError):
+            # ValueError: smtplib reading a socket file that is already closed.
+            return None, False
         conn.sent += 1
-        self._release(conn)
-        return SendResult.sent(f"<{message.message_id}@{self.domain}>")
+        return SendResult.sent(f"<{message.message_id}@{self.domain}>"), True
+
+    def _hand_back(self, conn: _Connection, alive: bool) -> None:
+        if alive:
+            self._release(conn)
+        else:
+            self._discard(conn)
 
     def send_many(self, messages: Sequence[Message]) -> list[SendResult]:
         """The batch over the pool's connections at once, pipelined where the server allows it.
@@ -346,17 +352,16 @@ class SmtpChannel(Channel):
             self._release(conn)
             return out
         for n, (i, m, raw) in enumerate(left):
-            outcome = self._transact(conn, m, raw)
-            if outcome is None:  # the connection is gone (and discarded): the rest reconnect
-                return out + [(j, self._send_raw(mm, rr)) for j, mm, rr in left[n:]]
-            out.append((i, outcome))
-            if conn.sent >= self.max_per_connection:
-                break
-        else:
-            self._release(conn)
-            return out
-        self._release(conn)  # recycled after max_per_connection
-        return out + [(j, self._send_raw(mm, rr)) for j, mm, rr in left[len(out):]]
+            outcome, alive = self._transact(conn, m, raw)
+            if outcome is not None:
+                out.append((i, outcome))
+            if not alive or conn.sent >= self.max_per_connection:
+                # Gone, or due for recycling: the rest of the share goes on other connections.
+                self._hand_back(conn, alive)
+                rest = left[n + 1:] if outcome is not None else left[n:]
+                return out + [(j, self._send_raw(mm, rr)) for j, mm, rr in rest]
+        self._release(conn)
+        return out
 
     def _settle(self, recipient: str, reply: tuple[int, bytes]) -> SendResult:
         code, text = reply
