@@ -82,7 +82,8 @@ def _engine(request: Request) -> Engine:
 def _serving_caller(request: Request) -> None:
     """Admit a public write key (rate-limited) or an admin key with ``read``."""
     keys: KeyRing = request.app.state.keys
-    key = basic_auth_user(request) or request.query_params.get("write_key")
+    basic = request.headers.get("authorization", "").lower().startswith("basic ")
+    key = (basic_auth_user(request) if basic else None) or request.query_params.get("write_key")
     if key:
         source = keys.source_of(key)
         if source is not None:
