@@ -31,7 +31,7 @@ from opencdp.campaigns.channels.base import (
     Status,
     build_channel,
 )
-from opencdp.campaigns.channels.receipts import ReceiptRegistry
+from opencdp.campaigns.channels.receipts import RECEIPTS, ReceiptRegistry
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,24 @@ class Cascade(Channel):
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Cascade:
-        """``{"steps": [{"kind", "config", "wait_s"}], "receipts": ReceiptRegistry}``."""
+        """``{"steps": [{"kind", "config", "wait_s"}]}``; ``receipts`` defaults to the process's registry.
+
+        A ``backend`` given to the cascade is passed on to its steps (an inbox step needs it).
+        """
         steps = []
         for i, step in enumerate(config.get("steps") or []):
             if not isinstance(step, Mapping) or "kind" not in step:
                 raise ChannelConfigError(f"cascade step {i} needs a 'kind' and its 'config'", field=f"steps[{i}]")
             if step["kind"] == "cascade":
                 raise ChannelConfigError("a cascade step cannot be another cascade", field=f"steps[{i}].kind")
-            steps.append(CascadeStep(build_channel(step["kind"], step.get("config", {})), float(step.get("wait_s", 0))))
-        receipts = config.get("receipts")
-        if receipts is None and any(s.wait_s > 0 for s in steps):
-            raise ChannelConfigError("a cascade that waits for delivery needs the receipt registry", field="receipts")
-        return cls(steps, receipts or ReceiptRegistry(), parallelism=int(config.get("parallelism", 64)))
+            step_config = dict(step.get("config", {}))
+            if "backend" in config:
+                step_config.setdefault("backend", config["backend"])
+            steps.append(CascadeStep(build_channel(step["kind"], step_config), float(step.get("wait_s", 0))))
+        receipts = config.get("receipts") or RECEIPTS
+        if not isinstance(receipts, ReceiptRegistry):
+            raise ChannelConfigError("cascade receipts must be a ReceiptRegistry", field="receipts")
+        return cls(steps, receipts, parallelism=int(config.get("parallelism", 64)))
 
     def step_message(self, message: Message, channel: Channel) -> Message:
         addresses = message.data.get("addresses") or {}

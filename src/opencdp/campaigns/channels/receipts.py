@@ -220,3 +220,7 @@ class ReceiptRegistry:
                 if left <= 0:
                     return None
                 self._cond.wait(left)
+
+
+RECEIPTS = ReceiptRegistry()
+"""The process's registry: the receipt endpoints (web/receipts.py) fill it, cascades wait on it."""
