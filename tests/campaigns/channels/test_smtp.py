@@ -244,6 +244,7 @@ def test_config_errors_name_the_field() -> None:
     for config, field_name in [({"from": "a@b.c"}, "host"), ({"host": "h"}, "from"),
                                ({"host": "h", "from": "a@b.c", "security": "tls1"}, "security"),
                                ({"host": "h", "from": "a@b.c", "username": "u"}, "password"),
+                               ({"host": "h", "from": "a@b.c", "reply_to": "Служба <help@b.c>"}, "reply_to"),
                                ({"host": "h", "from": "a@b.c", "dkim": {"domain": "b.c", "selector": "s",
                                                                           "private_key": "nope"}}, "dkim.private_key")]:
         with pytest.raises(ChannelConfigError) as info:

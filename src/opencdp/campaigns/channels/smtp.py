@@ -153,6 +153,9 @@ class SmtpChannel(Channel):
         sender = str(require(config, "from", "email", "the From address, e.g. news@shop.example"))
         if "@" not in sender:
             raise ChannelConfigError(f"email channel: from {sender!r} is not an e-mail address", field="from")
+        reply_to = config.get("reply_to")
+        if reply_to is not None and (not str(reply_to).isascii() or "@" not in str(reply_to)):
+            raise ChannelConfigError("email channel: reply_to must be an ASCII e-mail address", field="reply_to")
         dkim = None
         if config.get("dkim"):
             d = config["dkim"]
