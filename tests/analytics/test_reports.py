@@ -334,3 +334,13 @@ def test_rfm_cell_usable_in_a_segment(shop: Backend) -> None:
     rfm.run(shop, NOW, scoring=FIXED)
     assert members(shop, parse('computed.rfm_cell = "at_risk"'), NOW) == {"d"}
     assert members(shop, parse("computed.rfm_r = 5 and computed.rfm_f >= 4"), NOW) == {"c"}
+
+
+def test_cohorts_of_any_event_returning_with_orders(shop: Backend) -> None:
+    found = cohorts.retention(shop, Period(at(2026, 3, 1, 0), NOW, "month"), cohort_event="Email Opened",
+                              return_event="first_purchase", periods=2, now=NOW)  # fmt: skip
+    got = {c["cohort"]: c for c in found["groups"][0]["cohorts"]}
+    # first opens: b in March, a and c in May; only c ordered after opening (May 30th, 100)
+    assert {k: c["size"] for k, c in got.items()} == {"2026-03-01": 1, "2026-05-01": 2}
+    assert got["2026-05-01"]["periods"][0] == {"period": 0, "active": 1, "percent": 50.0, "revenue": 100.0, "revenue_retention": 100.0}
+    assert [r["active"] for r in got["2026-03-01"]["periods"]] == [0, 0, 0]

@@ -116,6 +116,46 @@ def retention(
     engine = Engine(backend)
     until = max(now or period.end, period.end)
     interval = period.interval
+    if tuple(anchor_events(cohort_event)) == tuple(anchor_events(return_event)):
+        query = _same_event_query(engine, anchor_events(cohort_event), period, until, split)
+    else:
+        query = _query(engine, cohort_event, return_event, period, until, split)
+    sizes: dict[tuple[int, int], int] = {}
+    active: dict[tuple[int, int], dict[int, tuple[int, float]]] = {}
+    for row in backend.rows(query):
+        key = (int(row["cohort"]), int(row["grp"]))
+        if int(row["k"]) == -1:
+            sizes[key] = int(row["active"])
+        elif int(row["k"]) <= periods:
+            active.setdefault(key, {})[int(row["k"])] = (int(row["active"]), float(row["revenue"] or 0.0))
+    groups = (1, 0) if split is not None else (0,)
+    labels = split.labels if split is not None else ("all",)
+    out_groups = []
+    for grp, label in zip(groups, labels, strict=True):
+        cohorts = []
+        for cohort in sorted(c for c, g in sizes if g == grp):
+            size = sizes[(cohort, grp)]
+            cells = active.get((cohort, grp), {})
+            base_revenue = cells.get(0, (0, 0.0))[1]
+            rows = []
+            for i in range(periods + 1):
+                start = bucket_start(cohort + i, interval)
+                if dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC) >= until and i not in cells:
+                    break  # that period has not happened yet
+                n, revenue = cells.get(i, (0, 0.0))
+                rows.append({
+                    "period": i, "active": n, "percent": round(100 * n / size, 2) if size else 0.0,
+                    "revenue": round(revenue, 2),
+                    "revenue_retention": round(100 * revenue / base_revenue, 2) if base_revenue else None,
+                })  # fmt: skip
+            cohorts.append({"cohort": bucket_start(cohort, interval).isoformat(), "size": size, "periods": rows})
+        out_groups.append({"group": label, "cohorts": cohorts, "curve": _curve(cohorts, periods)})
+    return {"groups": out_groups, "interval": interval, "cohort_event": cohort_event, "return_event": return_event}
+
+
+def _query(engine: Engine, cohort_event: str, return_event: str, period: Period, until: dt.datetime, split: Split | None) -> exp.Select:
+    """Rows ``cohort, grp, k, active, revenue``; ``k = -1`` rows hold the cohort sizes."""
+    interval = period.interval
     # the cohort's members, each with its cohort bucket: computed once (a CTE read twice)
     firsts = exp.alias_(exp.Subquery(this=_firsts(engine, anchor_events(cohort_event))), "f", table=True)
     members = (
@@ -153,37 +193,54 @@ def retention(
     )  # fmt: skip
     union = exp.union(sizes_part, activity_part, distinct=False)
     query = exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True)).with_("cohort_members", as_=members)
-    sizes: dict[tuple[int, int], int] = {}
-    active: dict[tuple[int, int], dict[int, tuple[int, float]]] = {}
-    for row in backend.rows(query):
-        key = (int(row["cohort"]), int(row["grp"]))
-        if int(row["k"]) == -1:
-            sizes[key] = int(row["active"])
-        elif int(row["k"]) <= periods:
-            active.setdefault(key, {})[int(row["k"])] = (int(row["active"]), float(row["revenue"] or 0.0))
-    groups = (1, 0) if split is not None else (0,)
-    labels = split.labels if split is not None else ("all",)
-    out_groups = []
-    for grp, label in zip(groups, labels, strict=True):
-        cohorts = []
-        for cohort in sorted(c for c, g in sizes if g == grp):
-            size = sizes[(cohort, grp)]
-            cells = active.get((cohort, grp), {})
-            base_revenue = cells.get(0, (0, 0.0))[1]
-            rows = []
-            for i in range(periods + 1):
-                start = bucket_start(cohort + i, interval)
-                if dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC) >= until and i not in cells:
-                    break  # that period has not happened yet
-                n, revenue = cells.get(i, (0, 0.0))
-                rows.append({
-                    "period": i, "active": n, "percent": round(100 * n / size, 2) if size else 0.0,
-                    "revenue": round(revenue, 2),
-                    "revenue_retention": round(100 * revenue / base_revenue, 2) if base_revenue else None,
-                })  # fmt: skip
-            cohorts.append({"cohort": bucket_start(cohort, interval).isoformat(), "size": size, "periods": rows})
-        out_groups.append({"group": label, "cohorts": cohorts, "curve": _curve(cohorts, periods)})
-    return {"groups": out_groups, "interval": interval, "cohort_event": cohort_event, "return_event": return_event}
+    return query
+
+
+def _same_event_query(engine: Engine, names: Sequence[str], period: Period, until: dt.datetime, split: Split | None) -> exp.Select:
+    """``_query`` when the cohort event is also the return event (first purchase, then purchases):
+    one pass over the events, reduced to (profile, bucket) before anything is joined."""
+    interval = period.interval
+    if tuple(names) == ORDER_EVENTS:
+        source: exp.Select = exp.select("profile_id", "ts", "amount").from_(exp.alias_(exp.Subquery(this=orders(engine, None, until)), "o", table=True))
+    else:
+        source = events_of(engine, names, None, until, extra=[exp.alias_(lit(0.0), "amount")])
+    per_bucket = (
+        exp.select(col("profile_id"), exp.alias_(engine.bucket(col("ts"), interval), "b"), exp.alias_(exp.Min(this=col("ts")), "first_in"),
+                   exp.alias_(exp.Sum(this=col("amount")), "spent"))
+        .from_(exp.alias_(exp.Subquery(this=source), "s", table=True))
+        .where(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())))
+        .group_by(col("profile_id"), exp.column("b"))
+    )  # fmt: skip
+    firsts = (
+        exp.select(col("profile_id"), exp.alias_(exp.Min(this=col("first_in")), "first"), exp.alias_(exp.Min(this=col("b")), "cohort"))
+        .from_("profile_buckets")
+        .group_by(col("profile_id"))
+    )
+    members = (
+        exp.select(col("profile_id", "f"), col("cohort", "f"), exp.alias_(_group(engine, split), "grp"))
+        .from_(exp.alias_(exp.Subquery(this=firsts), "f", table=True))
+        .where(exp.and_(*in_range(engine, col("first", "f"), period.start, period.end)))
+    )
+    sizes_part = (
+        exp.select(col("cohort"), col("grp"), exp.alias_(lit(-1), "k"), exp.alias_(exp.Count(this=exp.Star()), "active"),
+                   exp.alias_(lit(0.0), "revenue"))
+        .from_("cohort_members")
+        .group_by(col("cohort"), col("grp"))
+    )  # fmt: skip
+    activity_part = (
+        exp.select(
+            col("cohort", "c"), col("grp", "c"), exp.alias_(exp.Sub(this=col("b", "p"), expression=col("cohort", "c")), "k"),
+            exp.alias_(exp.Count(this=exp.Star()), "active"), exp.alias_(exp.Sum(this=col("spent", "p")), "revenue"),
+        )
+        .from_(exp.alias_(exp.to_table("cohort_members"), "c", table=True))
+        .join(exp.alias_(exp.to_table("profile_buckets"), "p", table=True), on=exp.EQ(this=col("profile_id", "p"), expression=col("profile_id", "c")))
+        .group_by(col("cohort", "c"), col("grp", "c"), exp.column("k"))
+    )  # fmt: skip
+    union = exp.union(sizes_part, activity_part, distinct=False)
+    return (
+        exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True))
+        .with_("profile_buckets", as_=per_bucket).with_("cohort_members", as_=members)
+    )  # fmt: skip
 
 
 def _curve(cohorts: list[dict[str, Any]], periods: int) -> list[dict[str, Any]]:
