@@ -344,3 +344,12 @@ def test_cohorts_of_any_event_returning_with_orders(shop: Backend) -> None:
     assert {k: c["size"] for k, c in got.items()} == {"2026-03-01": 1, "2026-05-01": 2}
     assert got["2026-05-01"]["periods"][0] == {"period": 0, "active": 1, "percent": 50.0, "revenue": 100.0, "revenue_retention": 100.0}
     assert [r["active"] for r in got["2026-03-01"]["periods"]] == [0, 0, 0]
+
+
+def test_top_and_bottom_customers(shop: Backend) -> None:
+    report = run_report(shop, "customers", {"from": "2025-06-01", "to": "2026-05-31", "limit": "2"}, NOW)
+    totals = sorted(((sum(t for _, t in dataset.orders_of(p)), p) for p in dataset.PEOPLE), reverse=True)
+    assert [r["profile_id"] for r in report["table"]] == [p for _, p in totals[:2]] == ["d", "a"]
+    assert [r["profile_id"] for r in report["bottom"]] == ["e", "b"]
+    assert report["table"][1] == {"profile_id": "a", "revenue": 3500.0, "orders": 3, "avg_check": 1166.67,
+                                  "last_order": "2026-05-25T12:00:00+00:00"}  # fmt: skip

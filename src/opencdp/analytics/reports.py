@@ -338,17 +338,28 @@ def customers(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
         .group_by(col("profile_id"))
     )  # fmt: skip
 
-    def ranked(descending: bool) -> list[dict[str, Any]]:
-        query = base_query.copy().order_by(
-            exp.Ordered(this=exp.column("revenue"), desc=descending), exp.Ordered(this=exp.column("profile_id"))
-        ).limit(limit)
+    # both ends from one pass: the per-buyer totals are a CTE read by two ordered, limited selects
+    def end(side: str, descending: bool) -> exp.Expr:
+        ordered = (
+            exp.select(exp.alias_(lit(side), "side"), "*").from_("buyer_totals")
+            .order_by(exp.Ordered(this=exp.column("revenue"), desc=descending), exp.Ordered(this=exp.column("profile_id")))
+            .limit(limit)
+        )  # fmt: skip
+        return exp.select("*").from_(_sub(ordered, side))
+
+    both = exp.union(end("top", True), end("bottom", False), distinct=False)
+    query = exp.select("*").from_(_sub(both, "u")).with_("buyer_totals", as_=base_query)
+    rows = backend.rows(query)
+
+    def shaped(side: str, descending: bool) -> list[dict[str, Any]]:
+        mine = sorted((r for r in rows if r["side"] == side), key=lambda r: ((-1 if descending else 1) * float(r["revenue"] or 0), r["profile_id"]))
         return [{
             "profile_id": r["profile_id"], "revenue": round(float(r["revenue"] or 0), 2), "orders": int(r["orders"]),
             "avg_check": round(float(r["revenue"] or 0) / int(r["orders"]), 2),
             "last_order": dt.datetime.fromtimestamp(int(r["last_ms"]) / 1000, dt.UTC).isoformat(),
-        } for r in backend.rows(query)]  # fmt: skip
+        } for r in mine]  # fmt: skip
 
-    top, bottom = ranked(True), ranked(False)
+    top, bottom = shaped("top", True), shaped("bottom", False)
     series = [{"name": "top_revenue", "points": [[r["profile_id"], r["revenue"]] for r in top]},
               {"name": "bottom_revenue", "points": [[r["profile_id"], r["revenue"]] for r in bottom]}]  # fmt: skip
     return _answer("customers", {"from": p.start.isoformat(), "to": p.end.isoformat(), "limit": limit}, series, top, bottom=bottom)
