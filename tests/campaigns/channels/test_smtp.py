@@ -15,6 +15,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opencdp.campaigns.channels import ChannelConfigError, build_channel
 from opencdp.campaigns.channels.dkim import relaxed_body, relaxed_header, split_message
+from opencdp.campaigns.channels.mime import encode_words
 from opencdp.campaigns.channels.smtp import SmtpChannel
 
 from .support import message
@@ -391,3 +395,14 @@ def test_pipelined_batches(monkeypatch: pytest.MonkeyPatch) -> None:
         assert {e.rcpt_tos[0] for e in recorder.received} == {f"v{i}@example.org" for i in range(12)}
     finally:
         controller.stop()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=200).filter(lambda t: t.isprintable()))
+def test_encoded_words_decode_to_the_text(text: str) -> None:
+    encoded = encode_words(text)
+    assert encoded.isascii()
+    if not text.isascii():
+        assert all(len(word) <= 75 for word in encoded.split("\r\n "))
+        decoded = str(make_header(decode_header(encoded.replace("\r\n ", " "))))
+        assert decoded == text

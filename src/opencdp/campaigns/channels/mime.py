@@ -32,15 +32,13 @@ def encode_words(text: str) -> str:
     """RFC 2047 ``=?utf-8?b?...?=`` words for non-ASCII text, split on character boundaries, folded."""
     if text.isascii():
         return text
-    words, chunk = [], b""
-    for char in text:
-        raw = char.encode()
-        if len(chunk) + len(raw) > _WORD_BYTES:
-            words.append(chunk)
-            chunk = b""
-        chunk += raw
-    if chunk:
-        words.append(chunk)
+    raw, words, start = text.encode(), [], 0
+    while start < len(raw):
+        end = min(start + _WORD_BYTES, len(raw))
+        while end < len(raw) and raw[end] & 0xC0 == 0x80:  # never split inside a UTF-8 sequence
+            end -= 1
+        words.append(raw[start:end])
+        start = end
     return "\r\n ".join("=?utf-8?b?" + binascii.b2a_base64(w, newline=False).decode() + "?=" for w in words)
 
 
@@ -57,7 +55,7 @@ def body_part(text: str, subtype: str) -> tuple[bytes, bytes]:
     """(part headers, encoded body) for a UTF-8 text part."""
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode()
     lines = data.split(b"\n")
-    if data.isascii() and all(len(line) <= _MAX_LINE for line in lines):
+    if data.isascii() and max(map(len, lines)) <= _MAX_LINE:
         encoding, body = "7bit", CRLF.join(lines)
     else:
         encoded = binascii.b2a_base64(data, newline=False)
