@@ -115,6 +115,13 @@ def write_shop(backend: Backend) -> Backend:
         if n < 6:
             w.order(who, 33 + n, "B2")
         w.event(who, "Product Viewed", 41 + n, "B3")
+    for who in [f"k{n}" for n in range(12)] + [f"l{n}" for n in range(8)]:
+        w.n += 1
+        at = NOW - dt.timedelta(days=50)
+        city = "Kazan" if who.startswith("l") else "Moscow"
+        w.events.append({"message_id": f"i{w.n}", "type": "identify", "event": "", "timestamp": at, "received_at": at,
+                         "source": "tests", "channel": "web", "lsn": 1, "profile_id": who,
+                         "traits": json.dumps({"city": city})})
     backend.load(LoadBatch(table_of(EVENTS.arrow_schema, w.events), table_of(ORDER_LINES.arrow_schema, w.lines)))
     people = sorted({e["profile_id"] for e in w.events})
     stamp = NOW - dt.timedelta(days=60)

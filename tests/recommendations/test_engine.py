@@ -53,6 +53,15 @@ def test_popular_leaves_out_unsellable_products_and_serves_new_visitors(engine: 
     assert ids(engine.recommend(block("most_bought", categories=["Bathroom"])))[:2] == ["B1", "B2"]
 
 
+def test_popular_by_region(engine: Engine) -> None:
+    kazan = engine.recommend(block("most_bought", size=2, fill_with_popular=False), region="Kazan")
+    assert ids(kazan)[0] == "L1" and set(ids(kazan)) <= {"L1", "L2", "L3"}  # only living-room people live in Kazan
+    moscow = engine.recommend(block("most_bought", size=2, fill_with_popular=False), region="Moscow")
+    assert ids(moscow)[0] in {"K1", "K3", "K4"} and "L1" not in ids(moscow)
+    nowhere = engine.recommend(block("most_bought", size=2), region="Atlantis")
+    assert nowhere["fallback"] == "popular" and len(nowhere["items"]) == 2
+
+
 def test_personal_for_a_new_visitor_falls_back_to_popular(engine: Engine) -> None:
     answer = engine.recommend(block("personal"), anonymous_id="new-visitor")
     assert answer["fallback"] == "popular" and all(i["fallback"] for i in answer["items"])

@@ -24,7 +24,7 @@ def test_leave_last_out_removes_the_held_out_item_and_what_followed() -> None:
 
 def test_time_split_tests_only_new_items_of_known_profiles() -> None:
     data = Interactions.from_arrays(
-        ["u1"] * 5 + ["u2"] * 5, ["a", "b", "c", "d", "a"] + ["a", "b", "c", "d", "e"], list(range(10)) + [],
+        ["u1"] * 5 + ["u2"] * 5, ["a", "b", "c", "d", "a", "a", "b", "c", "d", "e"], list(range(10)),
     )
     train, tests = split_interactions(data, "time", test_share=0.25)
     assert int(train.ts.max()) == 6

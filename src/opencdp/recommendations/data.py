@@ -287,3 +287,22 @@ def bare_catalogue(product_ids: Any) -> Catalogue:
     n = len(ids)
     table = pa.table({"product_id": ids, "stock": pa.array([1] * n, pa.int64())})
     return Catalogue.from_table(table)
+
+
+def read_regions(backend: Backend, users: np.ndarray) -> np.ndarray:
+    """Each profile's region: the latest ``traits.city`` of its identify calls ('' if unknown)."""
+    path = exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this="city")])
+    city = exp.func("nullif", exp.JSONExtractScalar(this=exp.column("traits", "e"), expression=path), exp.Literal.string(""))
+    who, on = _canonical(backend, "e")
+    query = (
+        exp.select(who.as_("profile_id"), exp.ArgMax(this=city, expression=exp.column("timestamp", "e")).as_("region"))
+        .from_(backend.aliased_ref(EVENTS, "e"))
+        .join(backend.aliased_ref(PROFILE_MAP, "m"), on=on, join_type="left")
+        .where(exp.column("type", "e").eq(exp.Literal.string("identify")))
+        .where(city.is_(exp.null()).not_())
+        .where(exp.column("profile_id", "e").is_(exp.null()).not_())
+        .group_by(who.copy())
+    )
+    table = backend.select(query)
+    found = dict(zip(table.column("profile_id").to_pylist(), table.column("region").to_pylist(), strict=True))
+    return np.asarray([found.get(str(u)) or "" for u in users], dtype=object)

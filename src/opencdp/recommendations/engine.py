@@ -37,6 +37,7 @@ from opencdp.recommendations.data import (
     Catalogue,
     read_catalogue,
     read_interactions,
+    read_regions,
 )
 from opencdp.recommendations.model import Model, TrainParams, latest_model_path, train
 from opencdp.recommendations.rules import Rules
@@ -109,7 +110,8 @@ class Engine:
         with self._train_lock:
             interactions = read_interactions(self.backend, DEFAULT_WEIGHTS)
             catalogue = read_catalogue(self.backend)
-            model = train(interactions, catalogue, params or self.params())
+            regions = read_regions(self.backend, interactions.users)
+            model = train(interactions, catalogue, params or self.params(), regions)
             model.save(self.model_dir)
             self._record(model)
             self._swap(model, catalogue)
@@ -258,17 +260,19 @@ class Engine:
             identifier = f"{kind}:{value}"
             seen = self.sessions.profile_of(identifier)
             canonical = self.canonical(identifier, profile=False)
-            if canonical is None and kind == "user_id" and snap.model.user_row(value) is not None:
-                canonical = value
-            if canonical or seen:
-                ids = [p for p in (canonical, seen) if p]
+            ids = [p for p in (canonical, seen) if p]
+            if kind == "user_id" and snap.model.user_row(value) is not None and not any(
+                snap.model.user_row(p) is not None for p in ids
+            ):
+                ids.insert(0, value)  # stores whose profile ids are the user ids (imports keyed by customer id)
+            if ids:
                 return ids[0], list(dict.fromkeys(ids))
         return None, []
 
     def recommend(
         self, block_id: str | Block, *, profile_id: str | None = None, anonymous_id: str | None = None,
         user_id: str | None = None, product_ids: Sequence[str] = (), limit: int | None = None,
-        category: str | None = None, now: float | None = None,
+        category: str | None = None, region: str | None = None, now: float | None = None,
     ) -> dict[str, Any]:
         """A block's products for a visitor (see ``opencdp.recommendations.recommend``)."""
         block = block_id if isinstance(block_id, Block) else self.block(block_id)
@@ -291,7 +295,7 @@ class Engine:
         session = self.sessions.session(ids, snap.index, now_s) if ids else scoring.Session()
         if not context and variant.algorithm in CONTEXT_ALGORITHMS:
             context = self._last_touched(model, row, session)
-        scores = self._scores(snap, variant, row, session, context)
+        scores = self._scores(snap, variant, row, session, context, region)
         bought: dict[int, float] = {}
         if row is not None:
             start, end = model.last_bought.indptr[row], model.last_bought.indptr[row + 1]
@@ -329,11 +333,11 @@ class Engine:
         return rules
 
     def _scores(self, snap: Snapshot, variant: Variant, row: int | None, session: scoring.Session,
-                context: list[int]) -> np.ndarray:
+                context: list[int], region: str | None = None) -> np.ndarray:
         model, features, rules = snap.model, snap.features, variant.rules
         algorithm = variant.algorithm
         if algorithm in scoring.POPULAR_KINDS:
-            return scoring.popular(model, algorithm)
+            return scoring.popular(model, algorithm, region)
         if algorithm == "recently_viewed":
             return scoring.recently_viewed(model, row, session)
         if algorithm == "personal":

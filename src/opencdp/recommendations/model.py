@@ -89,6 +89,9 @@ class Model:
     avg_price: np.ndarray
     user_factors: np.ndarray | None = None
     item_factors: np.ndarray | None = None
+    regions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    """Region names (profiles' latest ``traits.city``), the rows of ``region_popular``."""
+    region_popular: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0), dtype=np.float32))
     stats: dict[str, Any] = field(default_factory=dict)
     _user_index: dict[str, int] | None = field(default=None, repr=False)
 
@@ -109,11 +112,12 @@ class Model:
             "meta": np.array(json.dumps({"version": self.version, "trained_at": self.trained_at, "params": self.params,
                                          "n_orders": self.n_orders, "n_buyers": self.n_buyers, "stats": self.stats})),
             "items": self.items.astype(str), "users": self.users.astype(str), "category_names": self.category_names.astype(str),
+            "regions": self.regions.astype(str),
         }
         for name in ("popular", "views", "buys", "trending", "item_orders", "item_buyers", "avg_price"):
             arrays[name] = getattr(self, name)
         for name in ("covisit", "knn", "pair_orders", "pair_buyers", "complement", "category_complement",
-                     "history", "last_bought", "last_viewed"):
+                     "history", "last_bought", "last_viewed", "region_popular"):
             matrix: sp.csr_matrix = getattr(self, name)
             arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"] = (
                 matrix.data, matrix.indices, matrix.indptr
@@ -147,6 +151,9 @@ class Model:
                 history=csr("history"), last_bought=csr("last_bought"), last_viewed=csr("last_viewed"),
                 avg_price=data["avg_price"],
                 user_factors=data.get("user_factors"), item_factors=data.get("item_factors"),
+                regions=data["regions"].astype(object) if "regions" in data else np.empty(0, dtype=object),
+                region_popular=csr("region_popular") if "region_popular.shape" in data
+                else sp.csr_matrix((0, len(data["items"])), dtype=np.float32),
                 stats=meta.get("stats", {}),
             )
 
@@ -158,8 +165,14 @@ def latest_model_path(directory: Path) -> Path | None:
 
 
 # -- training ------------------------------------------------------------------------------
-def train(interactions: Interactions, catalogue: Catalogue, params: TrainParams = TrainParams()) -> Model:
-    """Every algorithm's statistics from ``interactions``, in ``catalogue`` order."""
+def train(
+    interactions: Interactions, catalogue: Catalogue, params: TrainParams = TrainParams(), regions: np.ndarray | None = None
+) -> Model:
+    """Every algorithm's statistics from ``interactions``, in ``catalogue`` order.
+
+    ``regions`` gives each profile of ``interactions.users`` a region ('' unknown) for
+    popularity by region.
+    """
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -186,6 +199,7 @@ def train(interactions: Interactions, catalogue: Catalogue, params: TrainParams 
     buys = np.bincount(item[inter.kind == PURCHASE_KIND], minlength=n_items).astype(np.float32)
     popular = np.bincount(item, weights=weight, minlength=n_items).astype(np.float32)
     trending = np.bincount(item, weights=inter.decayed(now_ms, params.trending_half_life_days), minlength=n_items)
+    region_names, region_popular = _by_region(regions, user, item, weight, n_items)
     t = lap("popularity", t)
 
     # per profile: decayed history, and the last purchase / view of each product
@@ -248,8 +262,23 @@ def train(interactions: Interactions, catalogue: Catalogue, params: TrainParams 
         pair_buyers=pair_buyers, item_buyers=item_buyers, n_buyers=int((buyers.getnnz(axis=1) > 0).sum()),
         complement=complement, category_names=category_names.astype(object), category_complement=category_complement,
         history=history, last_bought=last_bought, last_viewed=last_viewed, avg_price=avg_price,
-        user_factors=user_factors, item_factors=item_factors, stats=stats,
+        user_factors=user_factors, item_factors=item_factors, regions=region_names, region_popular=region_popular,
+        stats=stats,
     )
+
+
+def _by_region(
+    regions: np.ndarray | None, user: np.ndarray, item: np.ndarray, weight: np.ndarray, n_items: int
+) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Decayed popularity among the profiles of each region."""
+    if regions is None or not len(regions):
+        return np.empty(0, dtype=object), sp.csr_matrix((0, n_items), dtype=np.float32)
+    names, codes = np.unique(np.asarray(regions, dtype=str), return_inverse=True)
+    region_of = codes[user]
+    known = names[region_of] != ""
+    matrix = sp.csr_matrix((weight[known], (region_of[known], item[known])), shape=(len(names), n_items), dtype=np.float32)
+    matrix.sum_duplicates()
+    return names.astype(object), matrix
 
 
 def _last_time(user: np.ndarray, item: np.ndarray, ts: np.ndarray, mask: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:

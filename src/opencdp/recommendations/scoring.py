@@ -138,10 +138,17 @@ def _normalised(vector: np.ndarray) -> np.ndarray:
 
 
 # -- algorithms ------------------------------------------------------------------------------
-def popular(model: Model, kind: str = "popular") -> np.ndarray:
+def popular(model: Model, kind: str = "popular", region: str | None = None) -> np.ndarray:
+    """Popularity overall, or among the profiles of ``region`` (the overall order breaks its ties)."""
     vector = {"popular": model.popular, "most_viewed": model.views, "most_bought": model.buys,
-              "trending": model.trending}[kind]
-    return vector.astype(np.float32)
+              "trending": model.trending}[kind].astype(np.float32)
+    if region:
+        rows = np.flatnonzero(model.regions == region)
+        if not len(rows):
+            return np.zeros(len(vector), np.float32)
+        local = _row(model.region_popular, int(rows[0]))
+        return (_normalised(local) + 1e-3 * _normalised(vector)).astype(np.float32)
+    return vector
 
 
 def similar(model: Model, features: Features, items: Sequence[int], covisit_share: float = 0.5) -> np.ndarray:

@@ -193,12 +193,13 @@ def serve(
     user_id: str | None = None,
     product_id: Annotated[list[str] | None, Query(description="context products (repeat for a cart)")] = None,
     category: Annotated[str | None, Query(description="only products under this category prefix")] = None,
+    region: Annotated[str | None, Query(description="popular blocks: popular among profiles of this city")] = None,
     limit: Annotated[int | None, Query(ge=1, le=store.MAX_SIZE)] = None,
     write_key: Annotated[str | None, Query(description="the site's public write key (instead of Basic auth)")] = None,
 ) -> Any:
     _serving_caller(request)
     answer = _engine(request).recommend(
         block, profile_id=profile_id, anonymous_id=anonymous_id, user_id=user_id, product_ids=product_id or (),
-        limit=limit, category=category,
+        limit=limit, category=category, region=region,
     )
     return JSONResponse(answer)
