@@ -137,3 +137,42 @@ def test_broadcast_over_smtp_click_open_unsubscribe(backend: Backend, tmp_path: 
         assert [e.rcpt_tos for e in inbox.received[before:]] == [["boris@shop.example"]]  # Anna unsubscribed
         rows: dict[str, Any] = client.get("/api/v1/campaigns/spring2", headers=admin).json()["outbox"]
         assert rows["A"] == {"sent": 1, "skipped": 2}
+
+
+def test_smtp_server_down_then_up_retries_without_loss_or_duplicate(backend: Backend) -> None:
+    import datetime as dt
+
+    from opencdp.campaigns import outbox
+    from opencdp.campaigns.registry import Channels
+    from opencdp.campaigns.sender import Sender, SenderOptions
+    from opencdp.campaigns.tracking import Signer
+    from tests.campaigns.helpers import NOW, load, person, save_template
+
+    load(backend, [person(f"p{i}") for i in range(5)])
+    save_template(backend)
+    ids = [f"p{i}" for i in range(5)]
+    outbox.plan(backend, campaign_id="c", step_id="send", profile_ids=ids, variants=["A"] * 5, channels=["email"] * 5,
+                templates=["t1"] * 5, not_before=[NOW] * 5, now=NOW)
+    port = _port()  # nothing listens yet: the provider is down
+    channels = Channels({"email": {"kind": "email", "host": "127.0.0.1", "port": port, "security": "none",
+                                   "from": "news@shop.example", "timeout_s": 2}})
+    clock = [NOW]
+    sender = Sender(backend, channels, Signer(b"k" * 32), SenderOptions(retry_base_s=60, caps={}, quiet_hours=[]),
+                    clock=lambda: clock[0])
+    first = sender.run_until_idle()
+    assert first.retried == 5 and first.sent == 0
+    assert {r["state"] for r in outbox.rows_of(backend, "c")} == {"planned"}
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        assert sender.run_until_idle().claimed == 0  # not before the backoff
+        clock[0] = NOW + dt.timedelta(seconds=61)
+        assert sender.run_until_idle().sent == 5
+        clock[0] = NOW + dt.timedelta(hours=2)
+        assert sender.run_until_idle().claimed == 0
+    finally:
+        sender.close()
+        channels.close()
+        controller.stop()
+    assert sorted(r for e in inbox.received for r in e.rcpt_tos) == sorted(f"{p}@shop.test" for p in ids)

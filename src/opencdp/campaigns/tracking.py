@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import os
@@ -122,6 +123,13 @@ class Signer:
         return f"{profile_id}.{self.sign('click|' + profile_id, 12)}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _tagged(url: str, campaign_id: str, channel: str, variant: str) -> tuple[str, str]:
+    """The URL with UTM tags, and that quoted for the redirect's query: the same for every recipient."""
+    tagged = with_utm(url, campaign_id, channel, variant)
+    return tagged, quote(tagged, safe="")
+
+
 def with_utm(url: str, campaign_id: str, channel: str, variant: str) -> str:
     """The URL with UTM tags added (tags already in it are kept)."""
     parts = urlsplit(url)
@@ -152,8 +160,8 @@ class Links:
 
     def click(self, url: str, token: str | None = None) -> str:
         token = token or self.token
-        tagged = with_utm(url, self.ref.campaign_id, self.ref.channel, self.ref.variant)
-        return f"{self.base_url}/m/c/{token}?u={quote(tagged, safe='')}&k={self.signer.link_key(token, tagged)}"
+        tagged, quoted = _tagged(url, self.ref.campaign_id, self.ref.channel, self.ref.variant)
+        return f"{self.base_url}/m/c/{token}?u={quoted}&k={self.signer.link_key(token, tagged)}"
 
     def urls(self, token: str | None = None) -> dict[str, str]:
         token = token or self.token
