@@ -404,10 +404,10 @@ def _als(history: sp.csr_matrix, params: TrainParams) -> tuple[np.ndarray, np.nd
 
     confidence = history.copy()
     confidence.data = (params.alpha * np.log1p(confidence.data)).astype(np.float32)
-    model = AlternatingLeastSquares(
-        factors=params.factors, regularization=params.regularization, iterations=params.iterations,
-        num_threads=params.threads, random_state=7,
-    )
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads would fight it
+        model = AlternatingLeastSquares(
+            factors=params.factors, regularization=params.regularization, iterations=params.iterations,
+            num_threads=params.threads, random_state=7,
+        )
         model.fit(confidence, show_progress=False)
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
