@@ -216,3 +216,10 @@ def test_variants_are_stable_per_visitor() -> None:
     assert all(ab.variant_for("v7").name == ab.variant_for("v7").name for _ in range(5))
     assert ab.variant_for(next(f"v{n}" for n in range(100) if ab.variant_for(f"v{n}").name == "b")).size == 3
     assert NOW.tzinfo is not None
+
+
+def test_an_empty_store_serves_empty_blocks_not_errors(backend: Backend, tmp_path: Path) -> None:
+    engine = Engine(backend, Settings(data_dir=tmp_path / "data"))  # ALS on nothing at all
+    for algorithm in ("personal", "popular", "recently_viewed", "similar"):
+        answer = engine.recommend(block(algorithm), anonymous_id="a")
+        assert answer["items"] == [] and answer["model_version"]

@@ -135,9 +135,9 @@ class Rules:
             if self.in_stock:
                 mask &= ~(catalogue.stock <= 0)  # unknown stock (NaN) is not "out of stock"
             if self.require_image:
-                mask &= np.asarray([bool(v) for v in catalogue.image_url])
+                mask &= np.asarray([bool(v) for v in catalogue.image_url], bool)
             if self.require_url:
-                mask &= np.asarray([bool(v) for v in catalogue.url])
+                mask &= np.asarray([bool(v) for v in catalogue.url], bool)
             if self.min_price is not None:
                 mask &= catalogue.price >= self.min_price
             if self.max_price is not None:
