@@ -284,15 +284,24 @@ def _lines(engine: Engine, start: dt.datetime | None, end: dt.datetime | None) -
 def room_mix(backend: Backend, start: dt.datetime | None, end: dt.datetime | None) -> list[dict[str, Any]]:
     """``room, revenue, buyers`` of order lines in the range, by room (the category's first level)."""
     engine = Engine(backend)
-    query = (
-        exp.select(
-            exp.alias_(engine.room(col("category")), "room"),
-            exp.alias_(exp.Sum(this=col("line_amount")), "revenue"),
-            exp.alias_(exp.Count(this=exp.Distinct(expressions=[col("profile_id")])), "buyers"),
-        )
+    # (category, buyer) first, then (room, buyer), then rooms: no COUNT(DISTINCT) over every line
+    per_category = (
+        exp.select(col("category"), col("profile_id"), exp.alias_(exp.Sum(this=col("line_amount")), "spent"))
         .from_(_lines(engine, start, end))
-        .group_by(exp.column("room"))
+        .group_by(col("category"), col("profile_id"))
     )
+    per_room = (
+        exp.select(exp.alias_(engine.room(col("category")), "line_room"), col("profile_id"), exp.alias_(exp.Sum(this=col("spent")), "spent"))
+        .from_(exp.alias_(exp.Subquery(this=per_category), "c", table=True))
+        .group_by(exp.column("line_room"), col("profile_id"))
+    )
+    buyer = exp.Case().when(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())), lit(1)).else_(lit(0))
+    query = (
+        exp.select(exp.alias_(col("line_room"), "room"), exp.alias_(exp.Sum(this=col("spent")), "revenue"),
+                   exp.alias_(exp.Sum(this=buyer), "buyers"))
+        .from_(exp.alias_(exp.Subquery(this=per_room), "r", table=True))
+        .group_by(col("line_room"))
+    )  # fmt: skip
     return backend.rows(query)
 
 

@@ -45,7 +45,7 @@ from opencdp.analytics.sql import (
     orders,
 )
 from opencdp.storage.base import Backend
-from opencdp.storage.schema import EVENTS, IDENTITIES, PROFILE_MAP, SEGMENT_MEMBERS, SEGMENTS
+from opencdp.storage.schema import EVENTS, IDENTITIES, SEGMENT_MEMBERS, SEGMENTS
 
 Raw = Mapping[str, Any]
 PERIOD = ("from", "to", "interval")
@@ -120,7 +120,7 @@ def base(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
             exp.alias_(exp.Min(this=identified), "known"),
         )
         .from_(engine.table(EVENTS, "e"))
-        .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
+        .join(engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
         .where(exp.and_(people, _not_null("profile_id", "e"), *in_range(engine, col("timestamp", "e"), None, p.end)))
         .group_by(canonical())
     )
@@ -134,7 +134,7 @@ def base(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
                 exp.alias_(exp.Min(this=col("first_seen", "i")), "first"),
             )
             .from_(engine.table(IDENTITIES, "i"))
-            .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "i")), join_type="LEFT")
+            .join(engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "i")), join_type="LEFT")
             .where(exp.and_(col("kind", "i").eq(lit(kind)), col("deleted", "i").eq(exp.false())))
             .group_by(exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "i")]))
         )
@@ -195,7 +195,7 @@ def _activity_events(engine: Engine, p: Period, *, resolve: bool = True) -> exp.
     )  # fmt: skip
     if resolve:
         query = query.join(
-            engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT"
+            engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT"
         )
     return query
 
@@ -217,7 +217,7 @@ def activity(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
     days = (
         exp.select(exp.alias_(resolved, "profile_id"), col("d", "r"), exp.alias_(exp.Min(this=col("first_ts", "r")), "day_ts"))
         .from_(_sub(raw_days, "r"))
-        .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "r")), join_type="LEFT")
+        .join(engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "r")), join_type="LEFT")
         .group_by(resolved.copy(), col("d", "r"))
     )
     parts: list[exp.Select] = []

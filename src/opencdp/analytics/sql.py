@@ -103,6 +103,21 @@ class Engine:
             first.append("expressions", lit(1))
         return exp.Nullif(this=exp.Trim(this=first), expression=lit(""))
 
+    def redirects(self, alias: str = "m") -> exp.Expr:
+        """The rows of profile_map that move a profile id elsewhere (merged profiles), under ``alias``.
+
+        Joining these instead of the whole map gives the same canonical ids (an id without a
+        row is its own canonical profile) while the join's hash table holds only the merged
+        ids: at 1M customers the whole map made the join most of a report's time. On
+        ClickHouse the filter applies after ``FINAL``, to each id's current row.
+        """
+        moved = (
+            exp.select("profile_id", "canonical_id")
+            .from_(self.backend.table_ref(PROFILE_MAP))
+            .where(exp.NEQ(this=col("profile_id"), expression=col("canonical_id")))
+        )
+        return exp.alias_(exp.Subquery(this=moved), alias, table=True)
+
     def any_value(self, value: exp.Expr) -> exp.Expr:
         return exp.Anonymous(this="any" if self.clickhouse else "any_value", expressions=[value])
 
@@ -171,7 +186,7 @@ def events_of(
     query = exp.select(exp.alias_(profile, "profile_id"), exp.alias_(col("timestamp", "e"), "ts"), *extra).from_(engine.table(EVENTS, "e"))
     if resolve:
         query = query.join(
-            engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT"
+            engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT"
         )
     return query.where(exp.and_(*conditions))
 
@@ -241,7 +256,7 @@ def order_lines(
     )
     if resolve:
         query = query.join(
-            engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "l")), join_type="LEFT"
+            engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "l")), join_type="LEFT"
         )
     return query.where(exp.and_(*conditions))
 

@@ -20,7 +20,6 @@ from opencdp.analytics.sql import Engine, canonical, col, lit, order_lines, orde
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import (
     EVENTS,
-    PROFILE_MAP,
     PROFILE_SCORES,
     SCORE_MODELS,
     SEGMENT_MEMBERS,
@@ -46,7 +45,7 @@ def bi_events(engine: Engine) -> exp.Select:
             exp.alias_(col("profile_id", "e"), "original_profile_id"),
         )
         .from_(engine.table(EVENTS, "e"))
-        .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
+        .join(engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
     )
 
 
@@ -85,7 +84,7 @@ def bi_profiles(engine: Engine) -> exp.Select:
             exp.alias_(exp.Max(this=exp.Case().when(is_order.copy(), col("timestamp", "e")).else_(exp.Null())), "last_order_at"),
         )
         .from_(engine.table(EVENTS, "e"))
-        .join(engine.table(PROFILE_MAP, "m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
+        .join(engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
         .where(exp.Not(this=exp.Is(this=col("profile_id", "e"), expression=exp.Null())))
         .group_by(canonical())
     )
