@@ -84,11 +84,13 @@ def main() -> None:
 
     print("2. fit every model (writes their scores)")
     start = time.perf_counter()
-    fits = run.fit(backend, now=now)
+
+    def show(f: run.FitRecord) -> None:
+        scored = max(f.scores.values(), default=0)
+        print(f"  {f.model:<14} {f.status:<7} {f.seconds or 0:7.1f} s  profiles scored {scored:>9,}  {f.message or ''}", flush=True)
+
+    fits = run.fit(backend, now=now, progress=show)
     fit_all_s = time.perf_counter() - start
-    for f in fits:
-        scored = sum(f.scores.values()) and max(f.scores.values())
-        print(f"  {f.model:<14} {f.status:<7} {f.seconds or 0:7.1f} s  profiles scored {scored:>9,}  {f.message or ''}")
     print(f"  all fits: {fit_all_s:.1f} s")
     print("   scoring all customers with all fitted models (target <= 120 s)")
     score_s, rescored = timed("read history + score + write, all models", run.score, backend, now=now)

@@ -147,8 +147,12 @@ def fit(
     *,
     now: dt.datetime | None = None,
     options: Options | None = None,
+    progress: Callable[[FitRecord], None] | None = None,
 ) -> list[FitRecord]:
-    """Fit ``models`` (default: ``Settings.predictions_models``) on the history up to ``now`` and store their scores."""
+    """Fit ``models`` (default: ``Settings.predictions_models``) on the history up to ``now`` and store their scores.
+
+    ``progress`` is called with each model's registry entry as soon as it is fitted (or failed).
+    """
     settings = backend.settings if isinstance(backend.settings, Settings) else None
     chosen = check_models(models, settings.predictions_models if settings else MODELS)
     options = options or Options.from_settings(settings)
@@ -157,6 +161,8 @@ def fit(
     results = []
     for model in chosen:
         results.append(_fit_and_store(backend, model, history, options))
+        if progress is not None:
+            progress(results[-1])
     return results
 
 
