@@ -121,5 +121,15 @@ def bought_between(orders: Orders, customer: IntArray, start_ms: int, end_ms: in
 
 
 def snapshot(history: History, cutoff_ms: int) -> Features:
-    """``customer_features`` of a history at a cutoff, with its lines and engagement."""
-    return customer_features(history.orders, cutoff_ms, history.lines, history.engagement)
+    """``customer_features`` of a history at a cutoff, with its lines and engagement.
+
+    The snapshot at the history's end (what propensity and churn both score) is computed once.
+    """
+    if cutoff_ms != history.now_ms:
+        return customer_features(history.orders, cutoff_ms, history.lines, history.engagement)
+    cached = history.cache.get("features_now")
+    if not isinstance(cached, Features):
+        cached = history.cache["features_now"] = customer_features(
+            history.orders, cutoff_ms, history.lines, history.engagement
+        )
+    return cached

@@ -15,7 +15,8 @@ at any cutoff, features, labels — is computed on the arrays. Times are epoch m
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -289,6 +290,8 @@ class History:
     lines: Lines
     engagement: Engagement
     now_ms: int
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Derived arrays several models share (the scoring snapshot of the features)."""
 
     @property
     def now(self) -> dt.datetime:
