@@ -34,6 +34,7 @@ from opencdp.identity.profiles import members_of
 from opencdp.identity.stage import stage_for
 from opencdp.storage.base import Backend, LoadBatch
 from opencdp.storage.schema import EVENTS, IDENTITIES, ORDER_LINES
+from opencdp.web import receipts
 
 router = APIRouter(prefix="/m", tags=["message links"])
 _GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -165,38 +166,5 @@ async def preferences_post(request: Request, token: str) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(title="Saved", body="<h1>Your preferences are saved.</h1>"))
 
 
-# -- provider callbacks ------------------------------------------------------------------------
-def _channel_config(request: Request, name: str) -> dict[str, Any]:
-    config = request.app.state.settings.campaign_channels.get(name)
-    if not isinstance(config, dict):
-        raise BadToken(f"no channel {name!r} is configured")
-    return config
-
-
-@router.post("/receipts/{channel}", summary="Delivery receipts, bounces and complaints from a provider", include_in_schema=False)
-async def receipts(request: Request, channel: str) -> dict[str, int]:
-    """Mail DSN / ARF (``message/rfc822`` or raw bytes), Twilio status callbacks (form) or Viber events (JSON).
-
-    Twilio and Viber callbacks are checked against the channel's ``auth_token`` when it has one.
-    """
-    from opencdp.campaigns import feedback
-    from opencdp.campaigns.channels import receipts as parse
-
-    config = _channel_config(request, channel)
-    kind = str(config.get("kind"))
-    body = await request.body()
-    token = config.get("auth_token")
-    if kind == "email":
-        found = parse.parse_dsn(body)
-    elif kind == "sms":
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        if token and not parse.verify_twilio(str(token), str(request.url), form, request.headers.get("X-Twilio-Signature")):
-            raise BadToken("the callback signature does not match")
-        found = parse.parse_twilio(form)
-    elif kind == "viber":
-        if token and not parse.verify_viber(str(token), body, request.headers.get("X-Viber-Content-Signature")):
-            raise BadToken("the callback signature does not match")
-        found = parse.parse_viber(json.loads(body or b"{}"))
-    else:
-        found = []
-    return feedback.apply(request.app.state.backend, kind, found)
+# -- provider callbacks: /m/receipts/... (web/receipts.py) ----------------------------------------
+router.include_router(receipts.router)
