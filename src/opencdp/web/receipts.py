@@ -13,7 +13,7 @@ Who may post them, per channel kind (what each provider itself offers):
   per-deployment secret, the channel's ``receipt_secret``, as ESPs do for their webhooks. Any one of
   ``?secret=<receipt_secret>`` in the URL, HTTP Basic auth with it as the password (the
   ``https://bounces:<secret>@host/m/receipts/email`` form), ``Authorization: Bearer <secret>``, or
-  ``X-OpenCDP-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`` (timestamped, five
+  ``OpenCDP-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`` (timestamped, five
   minutes' tolerance: what ``channels.webhook`` signs); an admin key with the ``write`` scope is
   accepted too. Without any: 401 naming what is missing; a wrong one: 403.
 
