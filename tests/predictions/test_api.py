@@ -3,8 +3,16 @@ little history is a 422 that writes nothing, a fit is listed with its figures an
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from opencdp.predictions import registry, run
 from opencdp.profiles.scores import score_names
-from tests.api.conftest import Api
+from opencdp.storage.base import Backend
+from opencdp.web.app import create_app
+from tests.api.conftest import Api, make_settings
 from tests.predictions import shop
 
 
@@ -52,3 +60,16 @@ def test_fit_lists_figures_and_rescores(api: Api) -> None:
     profile = api.client.get("/api/v1/profiles/c1", headers=api.admin)
     assert profile.status_code == 200, profile.text
     assert 0 < profile.json()["scores"]["probability_alive"] <= 1
+
+
+def test_the_server_starts_and_stops_the_scheduled_refit(backend: Backend, tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, loader_interval_s=3600, predictions_refit_interval_s=3600), backend=backend)
+    with TestClient(app):
+        scheduler = app.state.prediction_refits
+        assert isinstance(scheduler, run.RefitScheduler) and scheduler.interval_s == 3600
+        for _ in range(100):  # the first refit is due at once: an empty store fails it, recorded
+            if registry.latest(backend):
+                break
+            time.sleep(0.1)
+        assert registry.latest(backend)["clv"].status == "failed"
+    assert scheduler._stop.is_set()
