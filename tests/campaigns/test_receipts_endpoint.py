@@ -125,6 +125,27 @@ def test_the_same_receipt_twice_writes_one_delivered_event(api: App) -> None:
     assert event["profile_id"] == "a" and json.loads(event["properties"])["channel"] == "viber"
 
 
+def test_retried_and_concurrent_callbacks_write_one_event(api: App) -> None:
+    """Providers retry on timeouts, sometimes in parallel: one Message Bounced, one suppression, whatever the count."""
+    ids = sent(api.backend, "email", {"a": ("<a@x>", "a@shop.test"), "b": ("<b@x>", "b@shop.test")})
+    body = bounce_for(ids["a"], "a@shop.test")
+    answers: list[int] = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        api.post("/m/receipts/email?secret=bounce-secret", body).status_code)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert api.post("/m/receipts/email?secret=bounce-secret", body).status_code == 200
+    assert answers == [200] * 4
+    assert [e["profile_id"] for e in api.events("Message Bounced")] == ["a"]
+    assert [s.address for s in suppressions.list_suppressions(api.backend, channel="email")] == ["a@shop.test"]
+    deferred = bounce_for(ids["b"], "b@shop.test").replace(b"Action: failed", b"Action: delayed").replace(
+        b"Status: 5.1.1", b"Status: 4.4.1")
+    assert api.post("/m/receipts/email?secret=bounce-secret", deferred).json()["ignored"] == 1
+    assert states(api.backend) == {"a": "failed", "b": "sent"}  # a deferral is no bounce
+
+
 def test_viber_bad_bodies_are_4xx_naming_the_field(api: App) -> None:
     def post(body: bytes) -> Any:
         return api.post("/m/receipts/viber", body, **{"X-Viber-Content-Signature": viber_signature(body)})

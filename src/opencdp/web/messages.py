@@ -9,6 +9,10 @@ The click goes through the identity stage carrying the profile's own strongest i
 per-profile click token and the browser's ``ajs_anonymous_id`` cookie when the shop shares the
 domain: identity resolution then ties that browser (and any later event that carries
 ``ocdp_click`` in its page URL) to the profile.
+
+Providers' delivery receipts, bounces and complaints (``/m/receipts/...``) are not links and are
+authorised differently (provider signatures, a receipt secret): they live in ``web/receipts.py``,
+mounted on this router.
 """
 
 from __future__ import annotations
