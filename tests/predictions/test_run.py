@@ -67,6 +67,11 @@ def test_fit_stores_every_score_and_segments_read_them(backend: Backend) -> None
     saved, warnings = store.save(backend, "valuable_at_risk", definition=text, now=shop.NOW)
     assert warnings == [] and members(backend, saved.tree, shop.NOW) == expected  # type: ignore[arg-type]
 
+    # dates are ISO text: "due within a week" is a text comparison
+    week = (shop.NOW + dt.timedelta(days=7)).date().isoformat()
+    soon = {p for p, v in values(backend, "next_order_date").items() if str(v) <= week}
+    assert soon and members(backend, parse(f'computed.next_order_date <= "{week}"'), shop.NOW) == soon
+
     # rescoring with the stored models (no refit) gives the same values under a new version
     before = values(backend, "purchase_probability_30d")
     rescored = run.score(backend, ["purchase", "vip"], now=shop.NOW)
