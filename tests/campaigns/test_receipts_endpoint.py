@@ -296,3 +296,21 @@ def test_receipts_without_an_outbox_row_change_nothing(api: App) -> None:
     answer = api.post("/m/receipts/viber", body, **{"X-Viber-Content-Signature": viber_signature(body)})
     assert answer.status_code == 200 and answer.json()["unknown"] == 1
     assert api.events("Message Bounced") == [] and api.events("Message Delivered") == []
+
+
+def test_a_viber_user_leaving_the_bot_opts_out_of_viber(api: App) -> None:
+    from opencdp.consent.store import consent_of
+
+    sent(api.backend, "viber", {"a": ("888001", "viber-user-1"), "b": ("888002", "viber-user-2")})
+    body = json.dumps({"event": "unsubscribed", "timestamp": 1457764197627, "user_id": "viber-user-1"}).encode()
+    for _ in range(2):  # Viber retries: the second changes nothing
+        answer = api.post("/m/receipts/viber", body, **{"X-Viber-Content-Signature": viber_signature(body)})
+        assert answer.status_code == 200 and answer.json()["unsubscribed"] == 1
+    assert consent_of(api.backend, ["a", "b"], "viber") == {"a": "opted_out", "b": "unknown"}
+    assert consent_of(api.backend, ["a"], "viber", "transactional") == {"a": "opted_out"}
+    consent_rows = api.backend.rows("SELECT profile_id FROM events WHERE event = 'Unsubscribed'")
+    assert len(consent_rows) == 2 and {r["profile_id"] for r in consent_rows} == {"a"}  # marketing + transactional
+    assert [e["profile_id"] for e in api.events("Message Unsubscribed")] == ["a"]
+    stranger = json.dumps({"event": "unsubscribed", "timestamp": 1, "user_id": "someone-else"}).encode()
+    answer = api.post("/m/receipts/viber", stranger, **{"X-Viber-Content-Signature": viber_signature(stranger)})
+    assert answer.status_code == 200 and answer.json()["unsubscribed"] == 0

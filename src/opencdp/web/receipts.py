@@ -21,9 +21,11 @@ A channel that is a cascade takes the receipts of its steps at ``/m/receipts/{ca
 
 Every parsed receipt goes to the process's :data:`~opencdp.campaigns.channels.receipts.RECEIPTS`
 registry (a cascade waiting for a delivery wakes up) and to :func:`opencdp.campaigns.feedback.apply`
-(events, outbox state, suppressions). A receipt naming a message we do not know is accepted and
-counted as ``unknown``: a provider would otherwise retry it for days. Applying the same receipt
-twice writes its event once (message events have stable ids).
+(events, outbox state, suppressions); one naming only an address that left the channel (Viber's
+``unsubscribed``) goes to :func:`~opencdp.campaigns.feedback.left_channel` (a consent opt-out). A
+receipt naming a message we do not know is accepted and counted as ``unknown``: a provider would
+otherwise retry it for days. Applying the same receipt twice writes its event once (message events
+have stable ids).
 """
 
 from __future__ import annotations
@@ -221,7 +223,9 @@ async def _receive(request: Request, channel: str, step: str | None) -> dict[str
     for receipt in found:
         if receipt.provider_message_id:
             parse.RECEIPTS.record(receipt)
-    counts: dict[str, int] = await run_in_threadpool(feedback.apply, request.app.state.backend, kind, found)
+    backend = request.app.state.backend
+    counts: dict[str, int] = await run_in_threadpool(feedback.apply, backend, kind, [r for r in found if r.provider_message_id])
+    counts["unsubscribed"] = await run_in_threadpool(feedback.left_channel, backend, kind, found)
     return counts
 
 
