@@ -4,8 +4,10 @@ secret), what a bad body answers, idempotent events, and a Viber -> SMS cascade 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import threading
 import time
@@ -31,6 +33,7 @@ from tests.campaigns.channels.conftest import provider  # noqa: F401  (the fake 
 from tests.campaigns.channels.support import FakeProvider, Request, json_reply, message
 from tests.campaigns.channels.test_receipts_cascade import BOUNCE
 from tests.campaigns.helpers import NOW, load, person
+from tests.conftest import BACKENDS, close_test_backend, open_test_backend
 
 VIBER_TOKEN = "viber-bot-token"
 TWILIO_TOKEN = "twilio-auth-token"
@@ -49,15 +52,52 @@ CHANNELS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class App:
+    """The app under test, seen by one test: its profiles, addresses and campaign carry ``prefix``.
+
+    The store and app are shared by the tests of this module on each engine (building them is most of
+    a test's time on a loaded machine), so each test keeps to its own profiles and campaign.
+    """
+
     client: TestClient
     backend: Backend
     admin_key: str
+    prefix: str = ""
 
     def post(self, path: str, body: bytes, **headers: str) -> Any:
         return self.client.post(path, content=body, headers=headers)
 
+    def pid(self, name: str) -> str:
+        return self.prefix + name
+
+    def mail(self, name: str) -> str:
+        return f"{self.pid(name)}@shop.test"
+
+    @property
+    def campaign(self) -> str:
+        return self.pid("c1")
+
+    def sent(self, channel: str, sends: dict[str, tuple[str, str]]) -> dict[str, str]:
+        """Outbox rows in state ``sent`` for profile -> (provider message id, address); returns profile -> message id."""
+        profiles = sorted(self.pid(p) for p in sends)
+        load(self.backend, [person(p) for p in profiles])
+        n = len(profiles)
+        outbox.plan(self.backend, campaign_id=self.campaign, step_id="send", profile_ids=profiles, variants=["A"] * n,
+                    channels=[channel] * n, templates=["t1"] * n, not_before=[NOW] * n, now=NOW)
+        rows = [{**row, "state": outbox.SENT, "provider_message_id": sends[self.short(row["profile_id"])][0],
+                 "address": sends[self.short(row["profile_id"])][1], "sent_at": NOW}
+                for row in outbox.rows_of(self.backend, self.campaign)]
+        outbox.write(self.backend, rows, NOW)
+        return {self.short(r["profile_id"]): r["message_id"] for r in rows}
+
+    def short(self, profile_id: str) -> str:
+        return profile_id.removeprefix(self.prefix)
+
+    def states(self) -> dict[str, str]:
+        return {self.short(r["profile_id"]): r["state"] for r in outbox.rows_of(self.backend, self.campaign)}
+
     def events(self, name: str) -> list[dict[str, Any]]:
-        return self.backend.rows(f"SELECT profile_id, properties FROM events WHERE event = '{name}' ORDER BY profile_id")
+        rows = self.backend.rows(f"SELECT profile_id, properties FROM events WHERE event = '{name}' ORDER BY profile_id")
+        return [{**r, "profile_id": self.short(r["profile_id"])} for r in rows if r["profile_id"].startswith(self.prefix)]
 
 
 def make_app(backend: Backend, tmp_path: Path, channels: dict[str, dict[str, Any]]) -> Iterator[App]:
@@ -69,26 +109,23 @@ def make_app(backend: Backend, tmp_path: Path, channels: dict[str, dict[str, Any
         yield App(client, backend, admin_key)
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               chdb_data_dir: Path) -> Iterator[App]:
+    tmp_path = tmp_path_factory.mktemp("receipts")
+    backend = open_test_backend(request.param, tmp_path, chdb_data_dir)
+    try:
+        yield from make_app(backend, tmp_path, CHANNELS)
+    finally:
+        close_test_backend(backend)
+
+
+_tests = itertools.count()
+
+
 @pytest.fixture
-def api(backend: Backend, tmp_path: Path) -> Iterator[App]:
-    yield from make_app(backend, tmp_path, CHANNELS)
-
-
-def sent(backend: Backend, channel: str, sends: dict[str, tuple[str, str]]) -> dict[str, str]:
-    """Outbox rows in state ``sent`` for profile -> (provider message id, address); returns profile -> message id."""
-    profiles = sorted(sends)
-    load(backend, [person(p) for p in profiles])
-    n = len(profiles)
-    outbox.plan(backend, campaign_id="c1", step_id="send", profile_ids=profiles, variants=["A"] * n,
-                channels=[channel] * n, templates=["t1"] * n, not_before=[NOW] * n, now=NOW)
-    rows = [{**row, "state": outbox.SENT, "provider_message_id": sends[row["profile_id"]][0],
-             "address": sends[row["profile_id"]][1], "sent_at": NOW} for row in outbox.rows_of(backend, "c1")]
-    outbox.write(backend, rows, NOW)
-    return {r["profile_id"]: r["message_id"] for r in rows}
-
-
-def states(backend: Backend) -> dict[str, str]:
-    return {r["profile_id"]: r["state"] for r in outbox.rows_of(backend, "c1")}
+def api(shared_app: App) -> App:
+    return dataclasses.replace(shared_app, prefix=f"t{next(_tests)}-")
 
 
 def viber_event(event: str, token: int | str, **extra: Any) -> bytes:
@@ -102,21 +139,21 @@ def viber_signature(body: bytes, token: str = VIBER_TOKEN) -> str:
 
 # -- Viber -----------------------------------------------------------------------------------------
 def test_viber_signature_is_checked_with_the_bot_token(api: App) -> None:
-    sent(api.backend, "viber", {"a": ("4912661846655238145", "viber-user-1")})
+    api.sent("viber", {"a": ("4912661846655238145", "viber-user-1")})
     body = viber_event("delivered", 4912661846655238145)
     missing = api.post("/m/receipts/viber", body)
     assert missing.status_code == 401 and missing.json()["field"] == "X-Viber-Content-Signature"
     forged = api.post("/m/receipts/viber", body, **{"X-Viber-Content-Signature": viber_signature(body, "guess")})
     assert forged.status_code == 403 and forged.json()["field"] == "X-Viber-Content-Signature"
-    assert api.events("Message Delivered") == [] and states(api.backend)["a"] == "sent"
+    assert api.events("Message Delivered") == [] and api.states()["a"] == "sent"
     ok = api.post("/m/receipts/viber", body, **{"X-Viber-Content-Signature": viber_signature(body)})
     assert ok.status_code == 200 and ok.json()["delivered"] == 1
-    assert states(api.backend)["a"] == "delivered" and [e["profile_id"] for e in api.events("Message Delivered")] == ["a"]
+    assert api.states()["a"] == "delivered" and [e["profile_id"] for e in api.events("Message Delivered")] == ["a"]
     assert RECEIPTS.get("4912661846655238145") is not None  # what a cascade waits on
 
 
 def test_the_same_receipt_twice_writes_one_delivered_event(api: App) -> None:
-    sent(api.backend, "viber", {"a": ("777001", "viber-user-1")})
+    api.sent("viber", {"a": ("777001", "viber-user-1")})
     delivered, seen = viber_event("delivered", 777001), viber_event("seen", 777001)
     for body in (delivered, delivered, seen):
         answer = api.post("/m/receipts/viber", body, **{"X-Viber-Content-Signature": viber_signature(body)})
@@ -127,8 +164,8 @@ def test_the_same_receipt_twice_writes_one_delivered_event(api: App) -> None:
 
 def test_retried_and_concurrent_callbacks_write_one_event(api: App) -> None:
     """Providers retry on timeouts, sometimes in parallel: one Message Bounced, one suppression, whatever the count."""
-    ids = sent(api.backend, "email", {"a": ("<a@x>", "a@shop.test"), "b": ("<b@x>", "b@shop.test")})
-    body = bounce_for(ids["a"], "a@shop.test")
+    ids = api.sent("email", {"a": (f"<{api.pid('a')}@x>", api.mail("a")), "b": (f"<{api.pid('b')}@x>", api.mail("b"))})
+    body = bounce_for(ids["a"], api.mail("a"))
     answers: list[int] = []
     threads = [threading.Thread(target=lambda: answers.append(
         api.post("/m/receipts/email?secret=bounce-secret", body).status_code)) for _ in range(4)]
@@ -139,11 +176,12 @@ def test_retried_and_concurrent_callbacks_write_one_event(api: App) -> None:
     assert api.post("/m/receipts/email?secret=bounce-secret", body).status_code == 200
     assert answers == [200] * 4
     assert [e["profile_id"] for e in api.events("Message Bounced")] == ["a"]
-    assert [s.address for s in suppressions.list_suppressions(api.backend, channel="email")] == ["a@shop.test"]
-    deferred = bounce_for(ids["b"], "b@shop.test").replace(b"Action: failed", b"Action: delayed").replace(
+    assert [s.address for s in suppressions.list_suppressions(api.backend, channel="email", limit=10_000)
+            if s.address.startswith(api.prefix)] == [api.mail("a")]
+    deferred = bounce_for(ids["b"], api.mail("b")).replace(b"Action: failed", b"Action: delayed").replace(
         b"Status: 5.1.1", b"Status: 4.4.1")
     assert api.post("/m/receipts/email?secret=bounce-secret", deferred).json()["ignored"] == 1
-    assert states(api.backend) == {"a": "failed", "b": "sent"}  # a deferral is no bounce
+    assert api.states() == {"a": "failed", "b": "sent"}  # a deferral is no bounce
 
 
 def test_viber_bad_bodies_are_4xx_naming_the_field(api: App) -> None:
@@ -175,7 +213,7 @@ def post_twilio(api: App, channel: str, form: dict[str, str], signed_url: str | 
 
 def test_twilio_signature_is_checked_against_the_public_status_callback(api: App) -> None:
     """Behind a proxy the server sees http://testserver/...; Twilio signed the public status_callback URL."""
-    sent(api.backend, "sms", {"a": ("SM1", "+79161234501"), "b": ("SM2", "+79161234502")})
+    api.sent("sms", {"a": ("SM1", "+79161234501"), "b": ("SM2", "+79161234502")})
     form = twilio_form("SM1", "delivered")
     assert post_twilio(api, "sms", form, None).status_code == 401
     wrong = post_twilio(api, "sms", form, "http://testserver/m/receipts/sms")
@@ -183,7 +221,7 @@ def test_twilio_signature_is_checked_against_the_public_status_callback(api: App
     assert post_twilio(api, "sms", form, PUBLIC_CALLBACK).json()["delivered"] == 1
     dead = post_twilio(api, "sms", twilio_form("SM2", "undelivered", ErrorCode="30006", To="+79161234502"), PUBLIC_CALLBACK)
     assert dead.json()["bounced"] == 1
-    assert states(api.backend) == {"a": "delivered", "b": "failed"}
+    assert api.states() == {"a": "delivered", "b": "failed"}
     assert suppressions.is_suppressed(api.backend, "sms", "+79161234502")
 
 
@@ -202,30 +240,30 @@ def bounce_for(message_id: str, address: str) -> bytes:
 
 
 def test_mail_receipts_need_the_receipt_secret(api: App) -> None:
-    ids = sent(api.backend, "email", {p: (f"<{p}@x>", f"{p}@shop.test") for p in ("a", "b", "c", "d", "e", "f")})
-    body = bounce_for(ids["a"], "a@shop.test")
+    ids = api.sent("email", {p: (f"<{api.pid(p)}@x>", api.mail(p)) for p in ("a", "b", "c", "d", "e", "f")})
+    body = bounce_for(ids["a"], api.mail("a"))
     anonymous = api.post("/m/receipts/email", body)
     assert anonymous.status_code == 401 and anonymous.json()["field"] == "secret"
     assert "receipt_secret" in anonymous.json()["detail"]
     assert api.post("/m/receipts/email?secret=guess", body).status_code == 403
     assert api.post("/m/receipts/email", body, Authorization="Bearer guess").status_code == 403
-    assert not suppressions.is_suppressed(api.backend, "email", "a@shop.test")  # nobody can fake a bounce
+    assert not suppressions.is_suppressed(api.backend, "email", api.mail("a"))  # nobody can fake a bounce
 
     assert api.post("/m/receipts/email?secret=bounce-secret", body).json()["bounced"] == 1
     basic = "Basic " + base64.b64encode(b"bounces:bounce-secret").decode()
-    assert api.post("/m/receipts/email", bounce_for(ids["b"], "b@shop.test"), Authorization=basic).json()["bounced"] == 1
-    assert api.post("/m/receipts/email", bounce_for(ids["c"], "c@shop.test"),
+    assert api.post("/m/receipts/email", bounce_for(ids["b"], api.mail("b")), Authorization=basic).json()["bounced"] == 1
+    assert api.post("/m/receipts/email", bounce_for(ids["c"], api.mail("c")),
                     Authorization="Bearer bounce-secret").json()["bounced"] == 1
-    signed = bounce_for(ids["d"], "d@shop.test")
+    signed = bounce_for(ids["d"], api.mail("d"))
     t = int(time.time())
     v1 = hmac.new(b"bounce-secret", f"{t}.".encode() + signed, hashlib.sha256).hexdigest()
     assert api.post("/m/receipts/email", signed, **{SIGNATURE_HEADER: f"t={t},v1={v1}"}).json()["bounced"] == 1
     stale = api.post("/m/receipts/email", signed, **{SIGNATURE_HEADER: f"t={t - 3600},v1={v1}"})
     assert stale.status_code == 403 and stale.json()["field"] == SIGNATURE_HEADER
-    admin = api.post("/m/receipts/email", bounce_for(ids["e"], "e@shop.test"), Authorization=f"Bearer {api.admin_key}")
+    admin = api.post("/m/receipts/email", bounce_for(ids["e"], api.mail("e")), Authorization=f"Bearer {api.admin_key}")
     assert admin.json()["bounced"] == 1
-    assert all(suppressions.is_suppressed(api.backend, "email", f"{p}@shop.test") for p in "abcde")
-    assert not suppressions.is_suppressed(api.backend, "email", "f@shop.test")
+    assert all(suppressions.is_suppressed(api.backend, "email", api.mail(p)) for p in "abcde")
+    assert not suppressions.is_suppressed(api.backend, "email", api.mail("f"))
     assert len(api.events("Message Bounced")) == 5
 
 
@@ -301,15 +339,14 @@ def test_receipts_without_an_outbox_row_change_nothing(api: App) -> None:
 def test_a_viber_user_leaving_the_bot_opts_out_of_viber(api: App) -> None:
     from opencdp.consent.store import consent_of
 
-    sent(api.backend, "viber", {"a": ("888001", "viber-user-1"), "b": ("888002", "viber-user-2")})
-    body = json.dumps({"event": "unsubscribed", "timestamp": 1457764197627, "user_id": "viber-user-1"}).encode()
+    api.sent("viber", {"a": ("888001", api.pid("viber-user-1")), "b": ("888002", api.pid("viber-user-2"))})
+    body = json.dumps({"event": "unsubscribed", "timestamp": 1457764197627, "user_id": api.pid("viber-user-1")}).encode()
     for _ in range(2):  # Viber retries: the second changes nothing
         answer = api.post("/m/receipts/viber", body, **{"X-Viber-Content-Signature": viber_signature(body)})
         assert answer.status_code == 200 and answer.json()["unsubscribed"] == 1
-    assert consent_of(api.backend, ["a", "b"], "viber") == {"a": "opted_out", "b": "unknown"}
-    assert consent_of(api.backend, ["a"], "viber", "transactional") == {"a": "opted_out"}
-    consent_rows = api.backend.rows("SELECT profile_id FROM events WHERE event = 'Unsubscribed'")
-    assert len(consent_rows) == 2 and {r["profile_id"] for r in consent_rows} == {"a"}  # marketing + transactional
+    assert consent_of(api.backend, [api.pid("a"), api.pid("b")], "viber") == {api.pid("a"): "opted_out", api.pid("b"): "unknown"}
+    assert consent_of(api.backend, [api.pid("a")], "viber", "transactional") == {api.pid("a"): "opted_out"}
+    assert [e["profile_id"] for e in api.events("Unsubscribed")] == ["a", "a"]  # marketing and transactional
     assert [e["profile_id"] for e in api.events("Message Unsubscribed")] == ["a"]
     stranger = json.dumps({"event": "unsubscribed", "timestamp": 1, "user_id": "someone-else"}).encode()
     answer = api.post("/m/receipts/viber", stranger, **{"X-Viber-Content-Signature": viber_signature(stranger)})
