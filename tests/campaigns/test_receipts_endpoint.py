@@ -283,6 +283,8 @@ def test_bad_mail_bodies_and_channels(api: App) -> None:
     assert (chat.status_code, chat.json()["field"]) == (422, "body") and "multipart/report" in chat.json()["detail"]
     garbage = api.post(f"/m/receipts/email{secret}", bytes(range(256)) * 4)
     assert garbage.status_code == 422
+    huge = api.post(f"/m/receipts/email{secret}", b"x" * (11 * 2**20))
+    assert (huge.status_code, huge.json()["field"]) == (413, "body")
     for path in ("/m/receipts/nope", "/m/receipts/push", "/m/receipts/viber/sms"):
         answer = api.post(path, b"{}")
         assert (answer.status_code, answer.json()["field"]) in ((404, "channel"), (404, "step")), path

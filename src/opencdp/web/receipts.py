@@ -52,6 +52,7 @@ from opencdp.web.auth import authenticate
 
 router = APIRouter(prefix="/receipts", tags=["message receipts"])
 RECEIPT_KINDS = ("email", "sms", "viber")
+MAX_BODY = 10 * 1024 * 1024  # a DSN may carry the whole original message back; more is no receipt
 
 
 class UnknownChannel(TerminalError):
@@ -72,6 +73,10 @@ class BadReceipt(TerminalError):
 
 class EmptyBody(TerminalError):
     code, status = "empty_body", 400
+
+
+class TooLarge(TerminalError):
+    code, status = "too_large", 413
 
 
 # -- which channel -------------------------------------------------------------------------------
@@ -208,7 +213,12 @@ async def _receive(request: Request, channel: str, step: str | None) -> dict[str
     settings = request.app.state.settings
     config = channel_config(settings.campaign_channels, channel, step)
     kind = str(config["kind"])
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise TooLarge(f"a receipt is at most {MAX_BODY // 2**20} MiB; this body is {int(declared)} bytes", field="body")
     body = await request.body()
+    if len(body) > MAX_BODY:
+        raise TooLarge(f"a receipt is at most {MAX_BODY // 2**20} MiB", field="body")
     if kind == "sms":
         form = twilio_form(body)
         check_twilio(config, _callback_urls(request, config, settings.campaign_base_url), form,
