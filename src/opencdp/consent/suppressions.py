@@ -26,6 +26,8 @@ from opencdp.storage.base import Backend
 from opencdp.storage.schema import SUPPRESSIONS
 
 _PHONE_CHANNELS = ("sms", "whatsapp", "viber")
+_PHONE_OR_ID_CHANNELS = ("viber",)
+"""Viber Business Messages address phone numbers, the Viber Bot API its own user ids: either is an address."""
 _MAX_ADDRESS = 2048  # web push endpoints are URLs
 _MS = dt.timedelta(milliseconds=1)
 
@@ -72,6 +74,8 @@ def address_of(channel: str, raw: Any, *, region: str = "RU", field: str = "addr
     value: str | None = text
     if channel == "email":
         value = normalise_email(text)
+    elif channel in _PHONE_OR_ID_CHANNELS and not _looks_like_phone(text):
+        value = text  # a bot user id, kept as it is
     elif channel in _PHONE_CHANNELS:
         value = normalise_phone(text, region)
     if value is None:
@@ -81,6 +85,10 @@ def address_of(channel: str, raw: Any, *, region: str = "RU", field: str = "addr
             field=field,
         )
     return value
+
+
+def _looks_like_phone(text: str) -> bool:
+    return all(c.isdigit() or c in "+-() " for c in text)
 
 
 def _what(channel: str) -> str:
