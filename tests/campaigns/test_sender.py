@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import pytest
 
 from opencdp.campaigns import outbox
-from opencdp.campaigns.channels.base import SendResult
+from opencdp.campaigns.channels.base import Message, SendResult
+from opencdp.campaigns.channels.cascade import Cascade, CascadeStep
+from opencdp.campaigns.channels.receipts import ReceiptRegistry
+from opencdp.campaigns.registry import Channels
+from opencdp.campaigns.sender import Sender, SenderOptions
+from opencdp.campaigns.tracking import Signer
 from opencdp.consent import suppressions
 from opencdp.storage.base import Backend
 from tests.campaigns.helpers import (
@@ -76,7 +82,8 @@ def test_crash_mid_send_no_loss_no_duplicate(backend: Backend) -> None:
     with pytest.raises(Crash):
         sender(backend, provider, batch=10).run_until_idle()
     states = [r["state"] for r in outbox.rows_of(backend, "c1")]
-    assert states.count("sending") == 10  # claimed before the hand-off
+    # claimed before the hand-off: the batch that crashed, and the next one, claimed and rendered meanwhile
+    assert states.count("sending") == 20 and states.count("planned") == 10
     provider.crash_after = None  # the same provider (it dedupes by message id), a new sender process
     result = sender(backend, provider, batch=10).run_until_idle()
     assert result.sent == 30
@@ -158,3 +165,48 @@ def test_receipts_deliver_bounce_and_complain(backend: Backend) -> None:
     assert suppressions.is_suppressed(backend, "email", "b@shop.test") and suppressions.is_suppressed(backend, "email", "c@shop.test")
     names = {r["event"] for r in backend.rows("SELECT event FROM events WHERE source = 'campaigns'")}
     assert {"Message Delivered", "Message Bounced", "Message Complained"} <= names
+
+
+class Batching(FakeChannel):
+    """A provider with a batch API: records the size of each ``send_many`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def send(self, message: Message) -> SendResult:
+        raise AssertionError("a channel with send_many must get the batch, not one message at a time")
+
+    def send_many(self, messages: Sequence[Message]) -> list[SendResult]:
+        self.batches.append(len(messages))
+        return [FakeChannel.send(self, m) for m in messages]
+
+
+def test_a_batch_goes_to_the_channel_in_one_send_many(backend: Backend) -> None:
+    profiles = [f"p{i:02d}" for i in range(25)]
+    load(backend, [person(p) for p in profiles] + [person("out", consent=False)])
+    save_template(backend)
+    _plan(backend, [*profiles, "out"])
+    provider = Batching()
+    result = sender(backend, provider, batch=10).run_until_idle()
+    assert result.sent == 25 and result.skipped == 1
+    assert len(provider.batches) == 3 and sum(provider.batches) == 25  # one call per batch, without the skipped row
+    assert {r["state"] for r in outbox.rows_of(backend, "c1") if r["profile_id"] != "out"} == {"sent"}
+
+
+def test_a_cascade_gets_each_steps_address(backend: Backend) -> None:
+    viber, sms = FakeChannel([SendResult.permanent("not a viber user")] * 2), FakeChannel()
+    viber.name, sms.name = "viber", "sms"  # type: ignore[misc]
+    chain = Cascade([CascadeStep(viber), CascadeStep(sms)], ReceiptRegistry())
+    load(backend, [event("a", type="identify", traits={"phone": "+79161234567", "viber_id": "vb-a", "sms_consent": True}),
+                   event("b", type="identify", traits={"phone": "+79167654321", "sms_consent": True})])
+    save_template(backend, channel="any", text="Hello {{ profile.id }}")
+    outbox.plan(backend, campaign_id="c1", step_id="send", profile_ids=["a", "b"], variants=["A"] * 2,
+                channels=["email"] * 2, templates=["t1"] * 2, not_before=[NOW] * 2, now=NOW)
+    run = Sender(backend, Channels({"email": {"kind": "cascade"}}, factory=lambda k, c: chain), Signer(b"k" * 32),
+                 SenderOptions(threads=2, batch=50), clock=lambda: NOW)
+    assert run.run_until_idle().sent == 2
+    assert sorted(m.to for m in viber.calls) == ["+79167654321", "vb-a"]  # b has no Viber id: Viber by phone
+    assert sorted(m.to for m in sms.calls) == ["+79161234567", "+79167654321"]
+    sent_to = {m.profile_id: m.data["addresses"] for m in viber.calls}
+    assert sent_to == {"a": {"viber": "vb-a", "sms": "+79161234567"}, "b": {"viber": "+79167654321", "sms": "+79167654321"}}

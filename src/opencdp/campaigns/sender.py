@@ -8,7 +8,9 @@ One ``step``:
    (quiet hours) get a later ``not_before``. **This is the only way to a channel**, so no
    message can reach a person without consent;
 4. mark the rows to send ``sending`` (stored before any hand-off);
-5. render and hand off (``threads`` at a time, each channel's rate limit applied);
+5. render, then hand off each channel's share of the batch with one ``Channel.send_many`` call
+   (the SMTP adapter pipelines it over its pooled connections; an adapter without a batch API
+   gets ``threads`` parallel ``send`` calls), each channel's rate limit applied;
 6. store each outcome: ``sent``/``delivered``; a transient error goes back to ``planned``
    after a backoff (``retry_base_s`` doubling, or the provider's Retry-After) until
    ``max_attempts``; a permanent one is ``failed`` and its address goes on the suppression list
@@ -17,6 +19,12 @@ One ``step``:
 An exception from a channel counts as a transient error for that message; anything that stops
 the process between 4 and 6 leaves rows in ``sending``, which the next sender sends again with
 the same message id (the provider's idempotency key).
+
+``run_until_idle`` overlaps batches: while one thread hands batch N to the channels (socket I/O,
+which releases the GIL), the caller's thread claims and renders batch N+1 and then records N.
+Rows of the batch in flight are left out of the next claim (they are ``sending`` in the store,
+which otherwise means "left by a dead sender"), so a crash leaves at most two batches
+``sending``, each resent with the same message ids.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +40,11 @@ import msgspec
 
 from opencdp.campaigns import context as contexts
 from opencdp.campaigns import outbox, recipients, store, templates, tracking
-from opencdp.campaigns.channels.base import Message, SendResult
+from opencdp.campaigns.channels.base import Channel, Message, SendResult
+from opencdp.campaigns.channels.cascade import Cascade
 from opencdp.campaigns.experiments import in_global_control
 from opencdp.campaigns.policy import Caps, Decision, decide
-from opencdp.campaigns.registry import Channels
+from opencdp.campaigns.registry import Channels, Configured
 from opencdp.campaigns.tracking import Links, MessageRef, Signer
 from opencdp.consent import suppressions
 from opencdp.errors import OpenCDPError
@@ -61,6 +70,8 @@ class SenderOptions:
     global_control_percent: float = 0.0
     global_control_redraw_days: int = 90
     scores: bool = True
+    overlap: bool = True
+    """``run_until_idle`` claims and renders the next batch while the current one is being handed off."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> SenderOptions:
@@ -96,6 +107,24 @@ class SenderStats:
     on_handoff: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
 
+@dataclass
+class _Batch:
+    """One claimed batch on its way through the sender: claimed, rendered, handed off, recorded."""
+
+    now: dt.datetime
+    result: StepResult
+    claimed: set[str]
+    """Message ids of every row read, settled or not: the next claim leaves them out until recorded."""
+    people: dict[str, recipients.Recipient]
+    done: list[dict[str, Any]]
+    """Rows settled before any hand-off (skipped, deferred, failed), written with the outcomes."""
+    to_send: list[dict[str, Any]]
+    """Rows stored as ``sending``, in order; the lists below are parallel to it."""
+    refs: list[MessageRef] = field(default_factory=list)
+    messages: list[Message | SendResult] = field(default_factory=list)
+    """The rendered message, or the result that stands for it (a missing or failing template)."""
+
+
 class Sender:
     def __init__(
         self,
@@ -114,34 +143,72 @@ class Sender:
         self.catalogue = contexts.Catalogue(backend)
         self.stats = SenderStats()
         self._pool = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="campaign-send")
+        self._handing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-handoff")
 
     def close(self) -> None:
+        self._handing.shutdown(wait=True)
         self._pool.shutdown(wait=True)
 
     def run_until_idle(self, max_steps: int = 100_000) -> StepResult:
-        """Step until nothing is due now (tests, the CLI, benchmarks)."""
+        """Step until nothing is due now (tests, the CLI, benchmarks), overlapping batches.
+
+        The next batch is claimed and rendered while the previous one is handed off on the
+        hand-off thread; its outcomes are recorded before the one after is submitted, so at most
+        one batch is in flight.
+        """
         total = StepResult()
-        for _ in range(max_steps):
-            result = self.step()
-            for name in total.__dataclass_fields__:
-                setattr(total, name, getattr(total, name) + getattr(result, name))
-            if result.claimed == 0:
-                break
+        if not self.options.overlap:
+            for _ in range(max_steps):
+                result = self.step()
+                _add(total, result)
+                if result.claimed == 0:
+                    break
+            return total
+        flying: tuple[_Batch, Future[list[SendResult]]] | None = None
+        try:
+            for _ in range(max_steps):
+                batch = self._claim(self.clock(), flying[0] if flying else None)
+                if batch is not None:
+                    self._render(batch)
+                if flying is not None:
+                    previous, future = flying
+                    flying = None
+                    self._record(previous, future.result())
+                    _add(total, previous.result)
+                if batch is None:
+                    break
+                flying = (batch, self._handing.submit(self._hand_off, batch))
+        finally:
+            if flying is not None:  # the caller's thread failed: what was handed off is still recorded
+                self._record(flying[0], flying[1].result())
+                _add(total, flying[0].result)
         return total
 
     # -- one step -------------------------------------------------------------------------
     def step(self) -> StepResult:
-        now = self.clock()
-        rows = outbox.due(self.backend, now, self.options.batch)
-        result = StepResult(claimed=len(rows))
+        """One batch, start to end (the runtime's loop; ``run_until_idle`` overlaps them)."""
+        batch = self._claim(self.clock(), None)
+        if batch is None:
+            return StepResult()
+        self._render(batch)
+        self._record(batch, self._hand_off(batch))
+        return batch.result
+
+    def _claim(self, now: dt.datetime, in_flight: _Batch | None) -> _Batch | None:
+        """Steps 1-4: read due rows (not those of the batch ``in_flight``), decide, store the ones to send as ``sending``."""
+        skip = in_flight.claimed if in_flight is not None else set()
+        rows = outbox.due(self.backend, now, self.options.batch + len(skip))
+        rows = [r for r in rows if r["message_id"] not in skip][: self.options.batch]
         if not rows:
-            return result
+            return None
+        result = StepResult(claimed=len(rows))
         self.stats.steps += 1
         profiles = list(dict.fromkeys(r["profile_id"] for r in rows))
         people = recipients.load(self.backend, profiles, scores=self.options.scores)
         caps = Caps.from_sent(self.options.caps, outbox.sent_since(self.backend, profiles, now - dt.timedelta(days=7)), now)
-        found_templates = self._templates({r["template_id"] for r in rows})
-        campaigns = self._campaigns({r["campaign_id"] for r in rows})
+        for row in in_flight.to_send if in_flight is not None else []:  # handed off, not yet recorded as sent
+            if not row["transactional"]:
+                caps.count(row["profile_id"], row["channel"])
 
         addresses: dict[int, str | None] = {}
         kinds: dict[int, tuple[str, str]] = {}
@@ -187,11 +254,87 @@ class Sender:
         outbox.write(self.backend, to_send, now)  # claimed: from here a crash means "send again"
         for row in to_send:
             row["updated_at"] = outbox._after(row.get("updated_at"), now)
+        return _Batch(now, result, {r["message_id"] for r in rows}, people, done, to_send)
 
-        outcomes = list(self._pool.map(lambda r: self._handoff(r, people, found_templates, campaigns), to_send))
+    def _render(self, batch: _Batch) -> None:
+        """Step 5a: one message per row to send (templates read once per batch, compiled once per source)."""
+        found = self._templates({r["template_id"] for r in batch.to_send})
+        campaigns = self._campaigns({r["campaign_id"] for r in batch.to_send})
+        for row in batch.to_send:
+            configured = self.channels.get(row["channel"])
+            ref = MessageRef(row["message_id"], row["campaign_id"], row["step_id"], row["profile_id"], row["variant"],
+                             configured.kind, row["topic"])
+            batch.refs.append(ref)
+            template = found.get(row["template_id"])
+            if template is None:
+                batch.messages.append(SendResult.permanent(f"{_OWN}template {row['template_id']!r} does not exist"))
+                continue
+            try:
+                batch.messages.append(self.message(row, ref, template, batch.people[row["profile_id"]],
+                                                   campaigns[row["campaign_id"]], configured.channel))
+            except templates.TemplateError as error:
+                batch.messages.append(SendResult("permanent", None, f"{_OWN}template: {error.detail}"))
+
+    def _hand_off(self, batch: _Batch) -> list[SendResult]:
+        """Step 5b: each channel's messages of the batch in one ``send_many``; one outcome per row."""
+        outcomes: list[SendResult | None] = [m if isinstance(m, SendResult) else None for m in batch.messages]
+        by_channel: dict[str, list[int]] = {}
+        for i, row in enumerate(batch.to_send):
+            if outcomes[i] is None:
+                by_channel.setdefault(row["channel"], []).append(i)
+        for name, indexes in by_channel.items():
+            messages = [batch.messages[i] for i in indexes]
+            sent = self._send(name, self.channels.get(name), [m for m in messages if isinstance(m, Message)])
+            for i, outcome in zip(indexes, sent, strict=True):
+                outcomes[i] = outcome
+        at = self.clock()
+        lags = self.stats.handoff_lag_s
+        for row in batch.to_send:
+            lags.append((at - row["not_before"]).total_seconds())
+            for hook in self.stats.on_handoff:
+                hook(row)
+        if len(lags) > 1000:
+            del lags[:-1000]
+        return [o or SendResult.transient("not handed off") for o in outcomes]
+
+    def _send(self, name: str, configured: Configured, messages: list[Message]) -> list[SendResult]:
+        """The channel's batch, in slices of its rate limit (one second's worth) when it has one."""
+        limit = self.channels.limits.get(name)
+        size = max(1, int(limit.rate)) if limit is not None else max(1, len(messages))
+        out: list[SendResult] = []
+        for start in range(0, len(messages), size):
+            piece = messages[start : start + size]
+            for _ in piece:
+                self.channels.throttle(name)
+            out += self._send_piece(name, configured.channel, piece)
+        return out
+
+    def _send_piece(self, name: str, channel: Channel, messages: list[Message]) -> list[SendResult]:
+        if type(channel).send_many is Channel.send_many:  # no batch API: ``threads`` sends at a time
+            return list(self._pool.map(lambda m: self._send_one(name, channel, m), messages))
+        try:
+            results = channel.send_many(messages)
+        except Exception as error:  # a broken adapter is a provider that is down: retry later
+            log.exception("channel %s raised", name)
+            return [SendResult.transient(f"{type(error).__name__}: {error}")] * len(messages)
+        if len(results) != len(messages):
+            log.error("channel %s answered %d results for %d messages", name, len(results), len(messages))
+            return [SendResult.transient("the channel lost track of the batch")] * len(messages)
+        return list(results)
+
+    def _send_one(self, name: str, channel: Channel, message: Message) -> SendResult:
+        try:
+            return channel.send(message)
+        except Exception as error:  # a broken adapter is a provider that is down: retry later
+            log.exception("channel %s raised", name)
+            return SendResult.transient(f"{type(error).__name__}: {error}")
+
+    def _record(self, batch: _Batch, outcomes: list[SendResult]) -> None:
+        """Step 6: every row's new state in one write, then the message events."""
+        result, done = batch.result, batch.done
         finished_at = self.clock()
         events: dict[str, list[MessageRef]] = {}
-        for row, (outcome, ref) in zip(to_send, outcomes, strict=True):
+        for row, ref, outcome in zip(batch.to_send, batch.refs, outcomes, strict=True):
             if outcome.ok:
                 state = outbox.DELIVERED if outcome.status == "delivered" else outbox.SENT
                 done.append(self._finish(row, state, finished_at, provider=outcome.provider_message_id))
@@ -218,7 +361,6 @@ class Sender:
         self.stats.skipped += result.skipped
         self.stats.retried += result.retried
         self.stats.failed += result.failed
-        return result
 
     # -- pieces ---------------------------------------------------------------------------
     def _finish(self, row: dict[str, Any], state: str, now: dt.datetime, *, reason: str | None = None,
@@ -262,41 +404,13 @@ class Sender:
         except OpenCDPError:
             log.warning("could not suppress %s on %s", address, channel)
 
-    def _handoff(
-        self,
-        row: dict[str, Any],
-        people: dict[str, recipients.Recipient],
-        found: dict[str, templates.Template | None],
-        campaigns: dict[str, dict[str, Any]],
-    ) -> tuple[SendResult, MessageRef]:
-        configured = self.channels.get(row["channel"])
-        ref = MessageRef(row["message_id"], row["campaign_id"], row["step_id"], row["profile_id"], row["variant"],
-                         configured.kind, row["topic"])
-        template = found.get(row["template_id"])
-        if template is None:
-            return SendResult.permanent(f"{_OWN}template {row['template_id']!r} does not exist"), ref
-        try:
-            message = self.message(row, ref, template, people[row["profile_id"]], campaigns[row["campaign_id"]])
-        except templates.TemplateError as error:
-            return SendResult("permanent", None, f"{_OWN}template: {error.detail}"), ref
-        self.channels.throttle(row["channel"])
-        try:
-            outcome = configured.channel.send(message)
-        except Exception as error:  # a broken adapter is a provider that is down: retry later
-            log.exception("channel %s raised", row["channel"])
-            outcome = SendResult.transient(f"{type(error).__name__}: {error}")
-        lag = (self.clock() - row["not_before"]).total_seconds()
-        lags = self.stats.handoff_lag_s
-        lags.append(lag)
-        if len(lags) > 1000:
-            del lags[:-1000]
-        for hook in self.stats.on_handoff:
-            hook(row)
-        return outcome, ref
-
     def message(self, row: dict[str, Any], ref: MessageRef, template: templates.Template,
-                person: recipients.Recipient, campaign: dict[str, Any]) -> Message:
-        """Render one outbox row into the channel's message (links tracked, unsubscribe headers)."""
+                person: recipients.Recipient, campaign: dict[str, Any], channel: Channel | None = None) -> Message:
+        """Render one outbox row into the channel's message (links tracked, unsubscribe headers).
+
+        Through a cascade, ``data["addresses"]`` has the person's address for each step's channel
+        (a Viber id for Viber, the phone for SMS); ``to`` stays the row's address.
+        """
         links = Links(self.options.base_url, self.signer, ref)
         token = links.token
         urls = links.urls(token)
@@ -309,10 +423,20 @@ class Sender:
         if ref.channel != "email":
             text = tracking.rewrite_text_links(text, links, token)
         unsubscribe = None if row["transactional"] else urls["unsubscribe_url"]
+        data: dict[str, Any] = {"campaign_id": row["campaign_id"], "step_id": row["step_id"], "variant": row["variant"],
+                                "token": token}
+        if isinstance(channel, Cascade):
+            data["addresses"] = {step.channel.name: address for step in channel.steps
+                                 if (address := person.address(step.channel.name)) is not None}
         return Message(
             message_id=row["message_id"], channel=ref.channel, to=row["address"], text=text,
             subject=rendered.subject or None, html=html,
-            data={"campaign_id": row["campaign_id"], "step_id": row["step_id"], "variant": row["variant"], "token": token},
+            data=data,
             list_unsubscribe=unsubscribe, list_unsubscribe_post=unsubscribe is not None,
             profile_id=row["profile_id"], campaign_id=row["campaign_id"], transactional=bool(row["transactional"]),
         )
+
+
+def _add(total: StepResult, result: StepResult) -> None:
+    for name in total.__dataclass_fields__:
+        setattr(total, name, getattr(total, name) + getattr(result, name))
