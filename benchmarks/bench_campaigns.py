@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=8)
     parser.add_argument("--events", type=int, default=40)
     parser.add_argument("--skip-broadcast", action="store_true")
+    parser.add_argument("--skip-trigger", action="store_true")
     args = parser.parse_args()
     print(f"cpus available: {len(os.sched_getaffinity(0))}")
     if not args.skip_broadcast:
@@ -256,6 +257,8 @@ def main() -> None:
         print(f"  CPU of this process per message (the SMTP server runs in another): pipeline {b['cpu_ms']:.2f} ms, "
               f"channel alone {b['baseline_cpu_ms']:.2f} ms, pipeline without SMTP {b['dry_cpu_ms']:.2f} ms; "
               f"one process is bound to one core by the GIL: ~{1000 / b['dry_cpu_ms']:,.0f} msg/s on a free core")
+    if args.skip_trigger:
+        return
     t = bench_trigger(args.events)
     print(f"trigger latency (POST /v1/track -> handed to channel) over {t['events']} events: "
           f"p50 {t['p50_s'] * 1000:.0f} ms, p95 {t['p95_s'] * 1000:.0f} ms, max {t['max_s'] * 1000:.0f} ms")

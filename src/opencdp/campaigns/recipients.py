@@ -94,7 +94,7 @@ def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> 
             exp.select("profile_id", "traits")
             .from_(exp.to_table(EVENTS.name))
             .where(exp.and_(isin("profile_id", chunk), exp.column("traits").is_(exp.null()).not_(), copy=False), copy=False)
-            .order_by("timestamp", "message_id")
+            .order_by("timestamp", "message_id", copy=False)  # no deep copy of the thousands of ids above
         )
         table = backend.select(query)
         for profile_id, text in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
