@@ -95,11 +95,13 @@ def candidates(profile_ids: Sequence[str]) -> exp.Select:
         .where(
             exp.and_(
                 names,
-                exp.column("profile_id").isin(*(exp.Literal.string(i) for i in profile_ids)),
+                exp.column("profile_id").isin(*(exp.Literal.string(i) for i in profile_ids), copy=False),
                 exp.paren(exp.or_(identify, consent_event)),
-            )
+                copy=False,
+            ),
+            copy=False,
         )
-        .order_by("timestamp", "message_id")
+        .order_by("timestamp", "message_id", copy=False)  # no deep copies of the thousands of ids
     )
 
 

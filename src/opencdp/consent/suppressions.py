@@ -106,7 +106,7 @@ def _key(channel: str, address: str) -> exp.Expr:
 
 
 def _read(backend: Backend, where: exp.Expr, limit: int | None = None) -> list[dict[str, Any]]:
-    query = exp.select("*").from_(backend.table_ref(SUPPRESSIONS)).where(where).order_by("channel", "address")
+    query = exp.select("*").from_(backend.table_ref(SUPPRESSIONS)).where(where, copy=False).order_by("channel", "address", copy=False)
     if limit is not None:
         query = query.limit(limit)
     return backend.select(query).to_pylist()
@@ -191,8 +191,9 @@ def suppressed(backend: Backend, channel: str, addresses: Iterable[str], *, regi
         chunk = names[start : start + 2000]
         where = exp.and_(
             exp.column("channel").eq(exp.Literal.string(channel)),
-            exp.column("address").isin(*(exp.Literal.string(a) for a in chunk)),
+            exp.column("address").isin(*(exp.Literal.string(a) for a in chunk), copy=False),
             exp.column("deleted").not_(),
+            copy=False,
         )
         for row in _read(backend, where):
             found.update(normalised[row["address"]])
