@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from opencdp.cli.common import console, err
+from opencdp.cli.common import fail as _fail
+from opencdp.cli.common import load_settings as _settings
 from opencdp.cli.local import ServerClient, store_or_server
 from opencdp.config import Settings
 from opencdp.errors import OpenCDPError
@@ -25,24 +27,10 @@ campaigns_app = typer.Typer(
     help="Communication: templates, campaigns, scenarios (save, activate, pause, report), the scenario library, send.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
 Kind = Annotated[str, typer.Option("--kind", "-k", help="template, campaign or scenario")]
 _PLURAL = {"template": "templates", "campaign": "campaigns", "scenario": "scenarios"}
 
 
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as error:
-        err.print(f"[red]configuration error:[/red] {error}")
-        raise typer.Exit(2) from None
-
-
-def _fail(error: OpenCDPError) -> typer.Exit:
-    where = f" ({error.field})" if error.field else ""
-    err.print(f"[red]error{where}:[/red] {error.detail}")
-    return typer.Exit(1)
 
 
 def _kind(kind: str) -> str:

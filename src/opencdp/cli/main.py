@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from opencdp.cli.campaigns import campaigns_app
+from opencdp.cli.common import console, err
+from opencdp.cli.common import fail as _fail
+from opencdp.cli.common import load_settings as _settings
 from opencdp.cli.local import ServerClient, remove_server_file, store_or_server, write_server_file
 from opencdp.cli.predict import predict_app
 from opencdp.cli.recs import recs_app
@@ -43,22 +45,8 @@ app.add_typer(reports_app, name="reports")
 app.add_typer(bi_app, name="bi")
 app.add_typer(predict_app, name="predict")
 app.add_typer(recs_app, name="recs")
-console = Console()
-err = Console(stderr=True)
 
 
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as error:  # pydantic reports which setting is wrong
-        err.print(f"[red]configuration error:[/red] {error}")
-        raise typer.Exit(2) from None
-
-
-def _fail(error: OpenCDPError) -> typer.Exit:
-    where = f" ({error.field})" if error.field else ""
-    err.print(f"[red]error{where}:[/red] {error.detail}")
-    return typer.Exit(1)
 
 
 @app.command()

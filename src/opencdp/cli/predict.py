@@ -10,36 +10,23 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from opencdp.cli.common import console, err
+from opencdp.cli.common import fail as _fail
+from opencdp.cli.common import load_settings as _settings
 from opencdp.cli.local import ServerClient, store_or_server
-from opencdp.config import Settings
 from opencdp.errors import OpenCDPError
 
 predict_app = typer.Typer(
     help="Predictions: fit BG/NBD + Gamma-Gamma, propensity, churn, next order, replenishment, VIP; rescore; status.",
     no_args_is_help=True,
 )
-console = Console()
-err = Console(stderr=True)
 
 Models = Annotated[list[str] | None, typer.Argument(help="models (clv purchase churn next_order replenishment vip); default: all")]
 Now = Annotated[str | None, typer.Option(help="use the history up to this ISO time (UTC if no zone), e.g. 2026-12-01")]
 
 
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as error:
-        err.print(f"[red]configuration error:[/red] {error}")
-        raise typer.Exit(2) from None
-
-
-def _fail(error: OpenCDPError) -> typer.Exit:
-    where = f" ({error.field})" if error.field else ""
-    err.print(f"[red]error{where}:[/red] {error.detail}")
-    return typer.Exit(1)
 
 
 def _parse_now(text: str | None) -> dt.datetime | None:

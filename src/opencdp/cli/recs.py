@@ -11,23 +11,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from opencdp.cli.common import console, err
+from opencdp.cli.common import fail as _fail
 from opencdp.cli.local import ServerClient, store_or_server
 from opencdp.config import Settings
 from opencdp.errors import OpenCDPError
 
 recs_app = typer.Typer(help="Product recommendations: train, evaluate, blocks, try one, report.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 _BASE = "/api/v1/recommendations"
 
-
-def _fail(error: OpenCDPError) -> typer.Exit:
-    where = f" ({error.field})" if error.field else ""
-    err.print(f"[red]error{where}:[/red] {error.detail}")
-    return typer.Exit(1)
 
 
 def _call(client: ServerClient, method: str, path: str, body: Any = None) -> Any:

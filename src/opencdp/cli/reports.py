@@ -15,31 +15,18 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from opencdp.cli.common import console, err
+from opencdp.cli.common import fail as _fail
+from opencdp.cli.common import load_settings as _settings
 from opencdp.cli.local import ServerClient, store_or_server
-from opencdp.config import Settings
 from opencdp.errors import OpenCDPError
 
 reports_app = typer.Typer(help="Ready reports (sales, activity, RFM, cohorts ...) as tables, JSON or HTML charts.", no_args_is_help=True)
 bi_app = typer.Typer(help="BI: stable SQL views and Parquet/CSV export.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
 
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as error:  # pydantic names the bad setting
-        err.print(f"[red]configuration error:[/red] {error}")
-        raise typer.Exit(2) from None
-
-
-def _fail(error: OpenCDPError) -> typer.Exit:
-    where = f" ({error.field})" if error.field else ""
-    err.print(f"[red]error{where}:[/red] {error.detail}")
-    return typer.Exit(1)
 
 
 def _pairs(items: list[str] | None) -> dict[str, Any]:
