@@ -210,3 +210,23 @@ def test_a_cascade_gets_each_steps_address(backend: Backend) -> None:
     assert sorted(m.to for m in sms.calls) == ["+79161234567", "+79167654321"]
     sent_to = {m.profile_id: m.data["addresses"] for m in viber.calls}
     assert sent_to == {"a": {"viber": "vb-a", "sms": "+79161234567"}, "b": {"viber": "+79167654321", "sms": "+79167654321"}}
+
+
+def test_two_threads_sending_at_once_send_each_message_once(backend: Backend) -> None:
+    import threading
+
+    profiles = [f"q{i:02d}" for i in range(24)]
+    load(backend, [person(p) for p in profiles])
+    save_template(backend)
+    _plan(backend, profiles)
+    provider = FakeChannel()
+    shared = sender(backend, provider, batch=4)  # the server's loop and a send asked for through the API
+    threads = [threading.Thread(target=shared.run_until_idle) for _ in range(2)] + [threading.Thread(target=shared.step)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    shared.run_until_idle()
+    assert {r["state"] for r in outbox.rows_of(backend, "c1")} == {"sent"}
+    sent = [m.message_id for m in provider.calls]
+    assert len(sent) == len(set(sent)) == 24

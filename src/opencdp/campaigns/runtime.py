@@ -60,7 +60,8 @@ class CampaignRuntime:
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.sender.step().claimed:
+                # batches overlapped (the next rendered while one is handed off), a stop looked at every 20
+                if self.sender.run_until_idle(max_steps=20).claimed:
                     continue
             except Exception:
                 log.exception("campaign sender step failed; retrying")

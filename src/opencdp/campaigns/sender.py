@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -144,6 +145,9 @@ class Sender:
         self.stats = SenderStats()
         self._pool = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="campaign-send")
         self._handing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-handoff")
+        self._running = threading.Lock()
+        """One claimer at a time in this process: two threads claiming together could both read a row as due
+        (the server's loop and a send asked for through the API or a test)."""
 
     def close(self) -> None:
         self._handing.shutdown(wait=True)
@@ -156,10 +160,14 @@ class Sender:
         hand-off thread; its outcomes are recorded before the one after is submitted, so at most
         one batch is in flight.
         """
+        with self._running:
+            return self._run_until_idle(max_steps)
+
+    def _run_until_idle(self, max_steps: int) -> StepResult:
         total = StepResult()
         if not self.options.overlap:
             for _ in range(max_steps):
-                result = self.step()
+                result = self._step()
                 _add(total, result)
                 if result.claimed == 0:
                     break
@@ -186,7 +194,11 @@ class Sender:
 
     # -- one step -------------------------------------------------------------------------
     def step(self) -> StepResult:
-        """One batch, start to end (the runtime's loop; ``run_until_idle`` overlaps them)."""
+        """One batch, start to end (``run_until_idle`` overlaps them)."""
+        with self._running:
+            return self._step()
+
+    def _step(self) -> StepResult:
         batch = self._claim(self.clock(), None)
         if batch is None:
             return StepResult()
