@@ -196,3 +196,23 @@ def test_parametric_audience_bound_from_the_entering_event(backend: Backend) -> 
     engine.observe(_events(visits))
     engine.tick()
     assert [r["profile_id"] for r in outbox.rows_of(backend, "local")] == ["kazan"]
+
+
+def test_an_event_a_stage_writes_itself_starts_a_scenario(backend: Backend) -> None:
+    """RFM cell changes are written by the analytics stage, not the loader: "became at risk" still triggers."""
+    from opencdp.storage.base import LoadBatch
+    from opencdp.storage.schema import ORDER_LINES
+
+    load(backend, [person("a"), person("b")])
+    save_template(backend)
+    _activate(backend, "winback", _definition(trigger={"type": "event", "event": "RFM Cell Changed", "where": {"properties.to": "at_risk"}}))
+    engine = Engine(backend, clock=lambda: NOW)
+    backend.observers = [engine.observe]
+    try:
+        changes = [event("a", name="RFM Cell Changed", properties={"from": "loyal", "to": "at_risk"}, at=NOW),
+                   event("b", name="RFM Cell Changed", properties={"from": "new", "to": "promising"}, at=NOW)]
+        backend.record_events(LoadBatch(_events(changes), ORDER_LINES.empty()))
+        engine.tick()
+    finally:
+        backend.observers = None
+    assert [r["profile_id"] for r in outbox.rows_of(backend, "winback")] == ["a"]

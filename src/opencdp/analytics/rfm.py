@@ -337,7 +337,7 @@ def _write_changes(
         source="analytics", channel="system", properties=pa.array(properties, pa.string()), lsn=0,
         profile_id=pa.array(profiles, pa.string()),
     )  # fmt: skip
-    backend.load(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=min(now, received) - dt.timedelta(days=1)))
+    backend.record_events(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=min(now, received) - dt.timedelta(days=1)))
 
 
 def _columns(rows: int, **values: Any) -> pa.Table:

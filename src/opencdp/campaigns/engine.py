@@ -387,7 +387,7 @@ class Engine:
             "profile_id": profile, "traits": json.dumps({trait: value}),
         }
         table = pa.Table.from_pylist([columns], schema=EVENTS.arrow_schema)
-        self.backend.load(LoadBatch(table, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=5)))
+        self.backend.record_events(LoadBatch(table, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=5)))
 
     def _save(self, journey: Mapping[str, Any], now: dt.datetime) -> None:
         row = {k: journey.get(k) for k in JOURNEYS.column_names}

@@ -238,4 +238,4 @@ def record(backend: Backend, events: pa.Table) -> int:
     if events.num_rows == 0:
         return 0
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
-    return backend.load(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=since)).inserted
+    return backend.record_events(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=since)).inserted

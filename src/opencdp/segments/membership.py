@@ -207,7 +207,7 @@ def _write(backend: Backend, changes: Sequence[tuple[Segment, Change, str]], now
         return
     events = pa.concat_tables([_events(segment, name, ids, now, reason) for segment, name, ids, reason in parts])
     # the ids are made from (segment, profile, change, now): only a retry of this very write can repeat one
-    backend.load(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=1)))
+    backend.record_events(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=1)))
     members = pa.concat_tables(
         [
             _columns(

@@ -11,15 +11,19 @@ stored, so a replayed write-ahead log or a re-imported file creates no duplicate
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from opencdp.storage.schema import CHECKPOINTS, TABLES, Column, T, Table
+
+log = logging.getLogger(__name__)
 
 QueryBuilder = Callable[["Backend"], exp.Expression]
 """Builds a query for a backend (using its ``table_ref``), with ``param`` placeholders for values."""
@@ -84,6 +88,8 @@ class Backend(ABC):
     capabilities: Capabilities
     name: str
     settings: Any = None
+    observers: list[Callable[[pa.Table], None]] | None = None
+    """Called with the events ``record_events`` stored (the server sets its loader's listeners)."""
     """The ``Settings`` it was opened with (``open_backend``), for stages that need them."""
 
     # -- primitives ----------------------------------------------------------
@@ -123,6 +129,25 @@ class Backend(ABC):
     def close(self) -> None: ...
 
     # -- shared behaviour ----------------------------------------------------
+    def record_events(self, batch: LoadBatch) -> LoadResult:
+        """``load`` for events a stage writes itself (segment changes, message events, RFM cell changes).
+
+        The events it stores are passed to ``observers``, as the loader passes its batches to
+        its listeners (the server makes them one list), so real-time segments and trigger
+        scenarios react to them too: "became at risk" starts a win-back scenario.
+        """
+        result = self.load(batch)
+        observers = self.observers or []
+        if observers and result.new_message_ids:
+            new = pa.array(result.new_message_ids, pa.string())
+            stored = batch.events.filter(pc.is_in(batch.events.column("message_id"), value_set=new))
+            for observer in list(observers):
+                try:
+                    observer(stored)
+                except Exception:
+                    log.exception("event observer %r failed", observer)
+        return result
+
     def create_schema(self) -> None:
         """Create missing tables, and add columns and indexes a newer version declares to existing ones."""
         for table in TABLES:

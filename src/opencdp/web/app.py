@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             short_every=settings.segment_refresh_short_s,
             long_every=settings.segment_refresh_long_s,
         )
+        store.observers = collector.loader.listeners  # events the stages write themselves reach the same listeners
         collector.loader.listeners.append(realtime.observe)
         recs = app.state.recommendations = RecommendationEngine(store, settings)
         collector.loader.listeners.append(recs.observe)
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             realtime.stop()
             recs.stop()
             await collector.close()
+            store.observers = None
             if owns_backend:
                 store.close()
 
