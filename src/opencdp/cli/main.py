@@ -266,6 +266,11 @@ def demo_load(
                     report = import_file(backend, path, kind, settings=settings, progress=advance)  # type: ignore[arg-type]
                 written = f"{report.products_upserted} products" if kind == "catalog" else f"{report.events_written} events"
                 console.print(f"  {path.name}: {written}, {report.rejected} rejected")
+            from opencdp.recommendations.blocks import seed_demo_blocks
+
+            blocks = seed_demo_blocks(backend)
+            if blocks:
+                console.print(f"  recommendation blocks: {', '.join(blocks)}")
     except OpenCDPError as error:
         raise _fail(error) from None
     console.print(f"demo shop loaded: {summary.customers} customers, {summary.products} products")

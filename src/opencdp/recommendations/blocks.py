@@ -196,3 +196,26 @@ def delete(backend: Backend, block_id: str, now: dt.datetime | None = None) -> N
     block = require(backend, block_id)
     now = now or dt.datetime.now(dt.UTC)
     _write(backend, block, now, now, deleted=True)
+
+
+DEMO_BLOCKS: tuple[dict[str, Any], ...] = (
+    {"id": "for_you", "name": "Especially for you", "algorithm": "personal", "size": 8,
+     "rules": {"max_per_category": 3, "repurchase_days": {"Living room": 365, "Bedroom": 365, "Kitchen": 365}}},
+    {"id": "similar", "name": "Similar products", "algorithm": "similar", "size": 8},
+    {"id": "bought_together", "name": "Bought together", "algorithm": "bought_together", "size": 4},
+    {"id": "complete_the_room", "name": "Complete the room", "algorithm": "complementary", "size": 6},
+    {"id": "bestsellers", "name": "Bestsellers", "algorithm": "popular", "size": 10, "rules": {"max_per_category": 2}},
+    {"id": "recently_viewed", "name": "Recently viewed", "algorithm": "recently_viewed", "size": 10,
+     "rules": {"exclude_purchased": False}},
+)
+"""The blocks the demo shop starts with (``opencdp demo load``), one per kind of shelf a shop shows."""
+
+
+def seed_demo_blocks(backend: Backend) -> list[str]:
+    """Save the ``DEMO_BLOCKS`` the store lacks (a block of the same id is left as it is); their ids."""
+    added = []
+    for raw in DEMO_BLOCKS:
+        if get(backend, raw["id"]) is None:
+            save(backend, Block.parse(raw))
+            added.append(raw["id"])
+    return added
