@@ -330,7 +330,7 @@ def _write_changes(
         }))  # fmt: skip
     n = len(profiles)
     received = dt.datetime.now(dt.UTC)
-    events = _columns(
+    events = EVENTS.filled(
         n,
         message_id=pa.array(message_ids, pa.string()),
         type="track", event=kind.event, timestamp=now, received_at=received,
@@ -338,17 +338,6 @@ def _write_changes(
         profile_id=pa.array(profiles, pa.string()),
     )  # fmt: skip
     backend.record_events(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=min(now, received) - dt.timedelta(days=1)))
-
-
-def _columns(rows: int, **values: Any) -> pa.Table:
-    columns = []
-    for spec in EVENTS.arrow_schema:
-        value = values.get(spec.name)
-        if isinstance(value, pa.Array):
-            columns.append(value.cast(spec.type))
-        else:
-            columns.append(pa.array([value] * rows, spec.type) if value is not None else pa.nulls(rows, spec.type))
-    return pa.Table.from_arrays(columns, schema=EVENTS.arrow_schema)
 
 
 # -- the R x F matrix report -------------------------------------------------------------------------------

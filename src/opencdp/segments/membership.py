@@ -33,7 +33,6 @@ from opencdp.storage.schema import (
     PROFILE_MAP,
     SEGMENT_MEMBERS,
     SEGMENT_SIZES,
-    Table,
 )
 
 log = logging.getLogger(__name__)
@@ -210,8 +209,7 @@ def _write(backend: Backend, changes: Sequence[tuple[Segment, Change, str]], now
     backend.record_events(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=1)))
     members = pa.concat_tables(
         [
-            _columns(
-                SEGMENT_MEMBERS,
+            SEGMENT_MEMBERS.filled(
                 len(ids),
                 segment_id=segment.segment_id,
                 profile_id=pa.array(ids, pa.string()),
@@ -223,18 +221,6 @@ def _write(backend: Backend, changes: Sequence[tuple[Segment, Change, str]], now
         ]
     )
     backend.upsert(SEGMENT_MEMBERS, members)
-
-
-def _columns(table: Table, rows: int, **values: Any) -> pa.Table:
-    """A table of ``rows`` rows: array values as given, scalars repeated, missing columns null."""
-    columns = []
-    for spec in table.arrow_schema:
-        value = values.get(spec.name)
-        if isinstance(value, pa.Array):
-            columns.append(value.cast(spec.type))
-        else:
-            columns.append(pa.array([value] * rows, spec.type) if value is not None else pa.nulls(rows, spec.type))
-    return pa.Table.from_arrays(columns, schema=table.arrow_schema)
 
 
 def clear(backend: Backend, segment_id: str, now: dt.datetime) -> int:
@@ -256,8 +242,7 @@ def _events(segment: Segment, name: str, profiles: list[str], now: dt.datetime, 
     properties = json.dumps({"segment_id": segment.segment_id, "segment_name": segment.name, "reason": reason}, ensure_ascii=False)
     stamp = hashlib.sha1(f"{segment.segment_id}|{name}|{now.isoformat()}".encode()).hexdigest()[:16]
     ids = pc.binary_join_element_wise(f"seg-{stamp}", pa.array(profiles, pa.string()), ":")
-    return _columns(
-        EVENTS,
+    return EVENTS.filled(
         len(profiles),
         message_id=ids,
         type="track",

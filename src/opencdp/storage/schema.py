@@ -74,6 +74,17 @@ class Table:
     def empty(self) -> pa.Table:
         return self.arrow_schema.empty_table()
 
+    def filled(self, rows: int, **values: object) -> pa.Table:
+        """A batch of ``rows`` rows: Arrow arrays as given, other values repeated, missing columns null."""
+        columns = []
+        for spec in self.arrow_schema:
+            value = values.get(spec.name)
+            if isinstance(value, pa.Array):
+                columns.append(value.cast(spec.type))
+            else:
+                columns.append(pa.array([value] * rows, spec.type) if value is not None else pa.nulls(rows, spec.type))
+        return pa.Table.from_arrays(columns, schema=self.arrow_schema)
+
 
 def _c(name: str, type: T, nullable: bool = True, doc: str = "") -> Column:
     return Column(name, type, nullable, doc)
