@@ -273,6 +273,19 @@ def read_catalogue(backend: Backend) -> Catalogue:
     return Catalogue.from_table(backend.select(query))
 
 
+def read_popularity_counts(backend: Backend) -> dict[str, float]:
+    """Purchase lines per product (one aggregate): the popularity served before any model exists."""
+    count = exp.func("count", exp.Star())
+    query = (
+        exp.select(exp.column("product_id"), count.as_("n")).from_(backend.table_ref(ORDER_LINES))
+        .where(exp.column("product_id").is_(exp.null()).not_())
+        .where(exp.column("event").eq(exp.Literal.string(PURCHASE)))
+        .group_by(exp.column("product_id"))
+    )
+    table = backend.select(query)
+    return dict(zip(table.column("product_id").to_pylist(), (float(n) for n in table.column("n").to_pylist()), strict=True))
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 

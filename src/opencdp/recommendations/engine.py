@@ -5,8 +5,18 @@ its prepared features) and replaces it whole — a retrain or a catalogue refres
 a new snapshot beside the old one and swaps the reference, so requests never see a
 half-built model and nothing stops. A background thread loads the newest saved model
 (or trains one) at startup, retrains every ``recs_retrain_interval_s`` and re-reads
-stock and prices every ``recs_catalogue_refresh_s``. The session buffer (a loader
+stock and prices every ``recs_catalogue_refresh_s`` (products new to the catalogue are
+served at once from their attributes, ``coldstart``). The session buffer (a loader
 listener) adds what the visitor did in the last minutes.
+
+A request reads memory only: blocks (re-read in the background every few seconds and
+at once when saved through the API), the identity index (``identities``: profile ids
+and identifiers -> model rows, rebuilt with each model), the model's per-profile
+purchase history plus the session's purchases (already-bought and repurchase rules).
+The store is asked only about ids the index cannot place — a profile with no history,
+or an id newer than the index — once each, cached. While the model loads at startup,
+blocks are served from the saved model's popularity, marked ``fallback: "popular"``.
+Served answers are noted for the impression log, written in batches off the request path.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import pyarrow as pa
@@ -30,22 +41,36 @@ from sqlglot import exp
 
 from opencdp.errors import TerminalError
 from opencdp.recommendations import blocks as block_store
-from opencdp.recommendations import scoring
+from opencdp.recommendations import coldstart, scoring
 from opencdp.recommendations.blocks import CONTEXT_ALGORITHMS, MAX_SIZE, Block, Variant
 from opencdp.recommendations.data import (
     DEFAULT_WEIGHTS,
     Catalogue,
     read_catalogue,
     read_interactions,
+    read_popularity_counts,
     read_regions,
 )
-from opencdp.recommendations.model import Model, TrainParams, latest_model_path, train
+from opencdp.recommendations.identities import NO_HISTORY, IdentityIndex
+from opencdp.recommendations.impressions import ImpressionLog, clicked_event, write_events
+from opencdp.recommendations.model import (
+    Model,
+    TrainParams,
+    latest_model_path,
+    popularity_model,
+    read_popularity,
+    train,
+)
 from opencdp.recommendations.rules import Rules
 from opencdp.recommendations.session import SessionBuffer
 from opencdp.storage.base import Backend, param
 from opencdp.storage.schema import IDENTITIES, PROFILE_MAP, RECOMMENDATION_MODELS
 
 log = logging.getLogger(__name__)
+
+
+CLICKS = "/api/v1/recommendations/clicks"
+"""Where a served item's tracked link points (``web.recommendations.click``)."""
 
 
 class NotFound(TerminalError):
@@ -59,6 +84,8 @@ class Snapshot:
     catalogue: Catalogue
     features: scoring.Features
     index: dict[str, int]
+    warm: bool = False
+    """A popularity-only stand-in served while the real model loads."""
 
 
 def _canonical_of_identifier(backend: Backend) -> exp.Expression:
@@ -89,9 +116,17 @@ class Engine:
         self.sessions = SessionBuffer(ttl_s=float(getattr(self.settings, "recs_session_ttl_s", 3600.0)))
         self._snapshot: Snapshot | None = None
         self._train_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._blocks: dict[str, tuple[float, Block | None]] = {}
         self._rules_cache: dict[tuple[int, str | None], Rules] = {}
+        self._all_blocks: dict[str, Block] | None = None
         self._canonical: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._identities: tuple[str, IdentityIndex] | None = None
+        """(model version, index): only used with the model it was built against."""
+        self._warm: Snapshot | None = None
+        self._loading = threading.Event()
+        """Set while the background thread loads or trains the first model: requests get the warm snapshot."""
+        self.impressions = ImpressionLog(backend) if getattr(self.settings, "recs_record_impressions", True) else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
@@ -103,6 +138,8 @@ class Engine:
             personal=getattr(s, "recs_personal_algorithm", "als"),
             half_life_days=float(getattr(s, "recs_half_life_days", 90.0)),
             threads=int(getattr(s, "recs_train_threads", 2)),
+            factors=int(getattr(s, "recs_als_factors", 32)),
+            iterations=int(getattr(s, "recs_als_iterations", 10)),
         )
 
     def train(self, params: TrainParams | None = None) -> Model:
@@ -115,20 +152,23 @@ class Engine:
             model.save(self.model_dir)
             self._record(model)
             self._swap(model, catalogue)
-            return model
+        if self._thread is not None:  # serving: place ids in memory against the new model
+            self.load_identities()
+        return model
 
     def load_latest(self) -> bool:
         """Serve the newest saved model, if there is one."""
         path = latest_model_path(self.model_dir)
         if path is None:
             return False
-        model = Model.load(path)
-        self._swap(model, self._catalogue_for(model))
+        self._swap(*self._catalogue_for(Model.load(path)))
         return True
 
     def snapshot(self) -> Snapshot:
-        """What requests are served from (the first caller loads or trains a model)."""
+        """What requests are served from (the first caller loads or trains a model, unless the background does)."""
         snap = self._snapshot
+        if snap is None and self._loading.is_set():
+            return self._warm_snapshot()
         if snap is None:
             with self._train_lock:
                 snap = self._snapshot
@@ -139,28 +179,75 @@ class Engine:
         assert snap is not None
         return snap
 
+    def ready(self) -> bool:
+        """Whether the real model is served (not the warm-up popularity)."""
+        return self._snapshot is not None
+
+    def _warm_snapshot(self) -> Snapshot:
+        """Popularity only, from the newest saved model's arrays or (none saved) purchase counts in the store."""
+        warm = self._warm
+        if warm is None:
+            with self._lock:
+                warm = self._warm
+                if warm is None:
+                    path = latest_model_path(self.model_dir)
+                    if path is not None:
+                        model = read_popularity(path)
+                    else:
+                        counts = read_popularity_counts(self.backend)
+                        items = np.asarray(sorted(counts), dtype=object)
+                        bought = np.asarray([counts[p] for p in items], np.float32)
+                        model = popularity_model(items, bought, np.zeros(len(items), np.float32), bought, bought)
+                    model, catalogue = self._catalogue_for(model)
+                    warm = self._warm = Snapshot(model, catalogue, scoring.Features(catalogue), catalogue.index(), warm=True)
+        return warm
+
     def refresh_catalogue(self) -> None:
-        """Re-read stock, prices, images and URLs; new products are served after the next retrain."""
+        """Re-read stock, prices, images and URLs, and serve products new to the catalogue (cold start)."""
         snap = self._snapshot
         if snap is not None:
-            self._swap(snap.model, self._catalogue_for(snap.model))
+            self._swap(*self._catalogue_for(snap.model))
 
-    def _catalogue_for(self, model: Model) -> Catalogue:
-        """The store's catalogue in the model's item order (products gone from it count as out of stock)."""
+    def _catalogue_for(self, model: Model) -> tuple[Model, Catalogue]:
+        """The store's catalogue in the model's item order (products gone from it count as out of stock),
+        and the model widened by the products it has not seen (``coldstart.extend``)."""
         current = read_catalogue(self.backend)
         if list(current.product_id) == list(model.items):
-            return current
+            return model, current
         position = current.index()
-        take = [position.get(str(p), -1) for p in model.items]
+        known = set(str(p) for p in model.items)
+        new = [str(p) for p in current.product_id if str(p) not in known]
+        items = [str(p) for p in model.items] + new
+        take = [position.get(p, -1) for p in items]
         table = pa.Table.from_pylist([
-            _row(current, t) if t >= 0 else {"product_id": str(p), "stock": 0}
-            for p, t in zip(model.items, take, strict=True)
+            _row(current, t) if t >= 0 else {"product_id": p, "stock": 0} for p, t in zip(items, take, strict=True)
         ])
-        return Catalogue.from_table(table)
+        catalogue = Catalogue.from_table(table)
+        if new:
+            trained = len(model.items)
+            model = coldstart.extend(model, new, coldstart.prior_popularity(model.popular, catalogue, trained),
+                                     coldstart.prior_popularity(model.trending, catalogue, trained))
+        return model, catalogue
 
     def _swap(self, model: Model, catalogue: Catalogue) -> None:
         self._snapshot = Snapshot(model, catalogue, scoring.Features(catalogue), catalogue.index())
         self._rules_cache.clear()
+
+    def load_identities(self) -> None:
+        """Build the identity index against the served model (a scan of profile_map and identities)."""
+        snap = self._snapshot
+        if snap is None:
+            return
+        index = IdentityIndex.load(self.backend, snap.model.user_index(), snap.model.users)
+        self._identities = (snap.model.version, index)
+
+    def identity_index(self, model: Model) -> IdentityIndex | None:
+        found = self._identities
+        return found[1] if found is not None and found[0] == model.version else None
+
+    def load_blocks(self) -> None:
+        """Every saved block into memory (requests never read blocks from the store)."""
+        self._all_blocks = {b.block_id: b for b in block_store.list_blocks(self.backend)}
 
     def _record(self, model: Model) -> None:
         row = {"version": model.version, "trained_at": dt.datetime.fromisoformat(model.trained_at),
@@ -170,6 +257,9 @@ class Engine:
 
     # -- background ------------------------------------------------------------------------
     def start(self) -> None:
+        """Serve: load (or train) the model in the background, refresh blocks, catalogue and identities, write impressions."""
+        if latest_model_path(self.model_dir) is not None:
+            self._loading.set()  # requests are served the saved popularity until the model is in memory
         self._thread = threading.Thread(target=self._run, name="recs-retrain", daemon=True)
         self._thread.start()
 
@@ -177,37 +267,59 @@ class Engine:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self._flush_impressions()
 
     def _run(self) -> None:
         retrain = float(getattr(self.settings, "recs_retrain_interval_s", 0.0))
         refresh = float(getattr(self.settings, "recs_catalogue_refresh_s", 60.0))
-        if self._stop.wait(2.0):  # let the server finish starting (and short-lived test apps never train)
-            return
-        try:
-            self.snapshot()
-        except Exception as error:  # an empty or broken store must not stop the server
-            self.last_error = repr(error)
-            log.exception("initial recommendation model failed")
-        trained_at = refreshed_at = time.monotonic()
+        identities_every = float(getattr(self.settings, "recs_identity_refresh_s", 600.0))
+        self._guard(self.load_blocks, "loading blocks")
+        # a saved model loads at once; training waits for the server to finish starting (short-lived test apps never train)
+        if self._loading.is_set() or not self._stop.wait(2.0):
+            self._loading.set()
+            try:
+                self._guard(self.snapshot, "initial recommendation model")
+            finally:
+                self._loading.clear()
+            self._guard(self.load_identities, "loading the identity index")
+        trained_at = refreshed_at = identities_at = blocks_at = time.monotonic()
         while not self._stop.wait(1.0):
             now = time.monotonic()
-            try:
-                if retrain > 0 and now - trained_at >= retrain:
-                    trained_at = now
-                    self.train()
-                elif refresh > 0 and now - refreshed_at >= refresh:
-                    refreshed_at = now
-                    self.refresh_catalogue()
-            except Exception as error:
-                self.last_error = repr(error)
-                log.exception("recommendation retrain failed")
+            self._flush_impressions()
+            if now - blocks_at >= 5.0:
+                blocks_at = now
+                self._guard(self.load_blocks, "loading blocks")
+            if retrain > 0 and now - trained_at >= retrain:
+                trained_at = identities_at = now
+                self._guard(self.train, "recommendation retrain")
+            elif refresh > 0 and now - refreshed_at >= refresh:
+                refreshed_at = now
+                self._guard(self.refresh_catalogue, "catalogue refresh")
+            elif identities_every > 0 and now - identities_at >= identities_every:
+                identities_at = now
+                self._guard(self.load_identities, "loading the identity index")
+
+    def _guard(self, work: Any, what: str) -> None:
+        """Run background work; a failure is logged and kept in ``last_error``, never stops the server."""
+        try:
+            work()
+        except Exception as error:
+            self.last_error = f"{what}: {error!r}"
+            log.exception("%s failed", what)
+
+    def _flush_impressions(self) -> None:
+        if self.impressions is not None and len(self.impressions):
+            self._guard(self.impressions.flush, "writing impressions")
 
     # -- requests --------------------------------------------------------------------------
     def observe(self, events: pa.Table) -> None:
         self.sessions.observe(events)
 
     def block(self, block_id: str) -> Block:
-        """A block, cached for a few seconds (saves through the API invalidate it at once)."""
+        """A block from memory (the background re-reads them; saves through the API replace one at once)."""
+        blocks = self._all_blocks
+        if blocks is not None and block_id in blocks:
+            return blocks[block_id]
         cached = self._blocks.get(block_id)
         if cached is None or time.monotonic() - cached[0] > 5.0:
             cached = (time.monotonic(), block_store.get(self.backend, block_id))
@@ -219,7 +331,16 @@ class Engine:
         return cached[1]
 
     def forget_block(self, block_id: str) -> None:
+        """A block was saved or deleted: serve its new definition from the next request on."""
         self._blocks.pop(block_id, None)
+        if self._all_blocks is not None:
+            found = block_store.get(self.backend, block_id)
+            blocks = dict(self._all_blocks)
+            if found is None:
+                blocks.pop(block_id, None)
+            else:
+                blocks[block_id] = found
+            self._all_blocks = blocks
 
     def canonical(self, identifier: str, *, profile: bool) -> str | None:
         """The canonical profile of a profile id (``profile``) or a ``kind:value`` identifier; None if unknown."""
@@ -242,39 +363,63 @@ class Engine:
 
         An explicit ``profile_id`` nobody has is an error (a 404): a caller with a profile
         id expects that profile. An unknown anonymous or user id is simply a new visitor.
+        Answered from the model and the identity index; the store only for what they cannot place.
         """
         snap = self.snapshot()
+        model = snap.model
+        index = self.identity_index(model)
         if profile_id:
-            if snap.model.user_row(profile_id) is not None:
+            if model.user_row(profile_id) is not None or snap.warm:
                 return profile_id, [profile_id]
-            canonical = self.canonical(profile_id, profile=True)
-            if canonical is None:
+            row = index.profile(profile_id) if index is not None else None
+            if row is not None and row >= 0:
+                merged_into = str(model.users[row])
+                return merged_into, list(dict.fromkeys([merged_into, profile_id]))
+            if row is None and self.sessions.knows(profile_id):
+                return profile_id, [profile_id]
+            found = self.canonical(profile_id, profile=True)  # no history in the model, or newer than the index
+            if found is None:
                 if self.sessions.knows(profile_id):
                     return profile_id, [profile_id]
                 raise NotFound(f"no profile `{profile_id}`; pass the visitor's anonymous_id or user_id to serve a new "
                                "visitor the popular fallback", field="profile_id")
-            return canonical, list(dict.fromkeys([canonical, profile_id]))
+            return found, list(dict.fromkeys([found, profile_id]))
         for kind, value in (("user_id", user_id), ("anonymous_id", anonymous_id)):
             if not value:
                 continue
             identifier = f"{kind}:{value}"
             seen = self.sessions.profile_of(identifier)
-            canonical = self.canonical(identifier, profile=False)
+            canonical = None if snap.warm else self._canonical_of(identifier, model, index)
             ids = [p for p in (canonical, seen) if p]
-            if kind == "user_id" and snap.model.user_row(value) is not None and not any(
-                snap.model.user_row(p) is not None for p in ids
+            if kind == "user_id" and model.user_row(value) is not None and not any(
+                model.user_row(p) is not None for p in ids
             ):
                 ids.insert(0, value)  # stores whose profile ids are the user ids (imports keyed by customer id)
             if ids:
                 return ids[0], list(dict.fromkeys(ids))
         return None, []
 
+    def _canonical_of(self, identifier: str, model: Model, index: IdentityIndex | None) -> str | None:
+        """The canonical profile of a ``kind:value`` identifier: from the index, the store if it cannot say."""
+        if index is None:
+            return self.canonical(identifier, profile=False)
+        row = index.identifier(identifier)
+        if row is None:
+            return None  # unknown when the index was built; later ones reach the session buffer's aliases
+        if row == NO_HISTORY:
+            return self.canonical(identifier, profile=False)
+        return str(model.users[row])
+
     def recommend(
         self, block_id: str | Block, *, profile_id: str | None = None, anonymous_id: str | None = None,
         user_id: str | None = None, product_ids: Sequence[str] = (), limit: int | None = None,
-        category: str | None = None, region: str | None = None, now: float | None = None,
+        category: str | None = None, region: str | None = None, now: float | None = None, record: bool = True,
     ) -> dict[str, Any]:
-        """A block's products for a visitor (see ``opencdp.recommendations.recommend``)."""
+        """A block's products for a visitor (see ``opencdp.recommendations.recommend``).
+
+        ``record``: note the answer as an impression (a caller that only previews, or that
+        will not show it, passes False).
+        """
         block = block_id if isinstance(block_id, Block) else self.block(block_id)
         if limit is not None and not 1 <= limit <= MAX_SIZE:
             raise TerminalError(f"`limit` must be from 1 to {MAX_SIZE}, not {limit}", field="limit")
@@ -307,22 +452,44 @@ class Engine:
         fallback = scoring.popular(model, "popular") if variant.algorithm != "recently_viewed" else None
         chosen = rules.select(scores, catalogue, size, fallback=fallback, exclude=context, bought=bought, now_s=now_s,
                               index=snap.index)
+        recommendation_id = uuid.uuid4().hex
+        tracked = {"block": block.block_id, "variant": variant.name, **({"profile_id": profile} if profile else {})}
+        link = f"{CLICKS}/{recommendation_id}?{urlencode(tracked)}"
         items: list[dict[str, Any]] = []
         for position, score, filled in chosen:
             shown = catalogue.product(position, score)
-            shown["fallback"] = filled
+            shown["fallback"] = filled or snap.warm
+            shown["click_url"] = f"{link}&{urlencode({'product_id': shown['product_id']})}"
             items.append(shown)
-        evidence = bool(scores.any())
-        return {
+        evidence = bool(scores.any()) and not snap.warm
+        answer = {
             "block": block.block_id,
             "variant": variant.name,
             "algorithm": variant.algorithm,
-            "recommendation_id": uuid.uuid4().hex,
-            "model_version": model.version,
+            "recommendation_id": recommendation_id,
+            "model_version": None if snap.warm else model.version,
             "profile_id": profile,
             "fallback": None if evidence and not all(i["fallback"] for i in items) else ("popular" if items else None),
             "items": items,
         }
+        if self.impressions is not None and record and items and self._thread is not None:  # serving: flushed by _run
+            self.impressions.note(answer, anonymous_id=anonymous_id, user_id=user_id)
+        return answer
+
+    def click(self, recommendation_id: str, *, block: str, variant: str, product_id: str, profile_id: str | None) -> str:
+        """Record a click through a served item's tracked link; the product page to send the visitor to."""
+        snap = self.snapshot()
+        position = snap.index.get(product_id)
+        url = snap.catalogue.url[position] if position is not None else None
+        if not url:
+            raise NotFound(f"no product `{product_id}` with a page in the catalogue", field="product_id")
+        row = clicked_event(recommendation_id, block=block, variant=variant, product_id=product_id, profile_id=profile_id,
+                            at=dt.datetime.now(dt.UTC))
+        if self.impressions is not None:
+            self.impressions.add(row)
+        else:
+            write_events(self.backend, [row])
+        return str(url)
 
     def _rules(self, variant: Variant, category: str | None) -> Rules:
         key = (id(variant.rules), category)

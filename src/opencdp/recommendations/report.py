@@ -1,11 +1,15 @@
 """How a block performs, per A/B variant: impressions, clicks, conversions, revenue, winner.
 
-Sites and messages track a block's use as ordinary events through the tracking API:
+A block's use is ordinary events:
 
-* ``Recommendation Shown`` {block, variant, recommendation_id, product_ids} — an impression;
-* ``Recommendation Clicked`` {block, variant, recommendation_id, product_id} — a click
-  (Segment's ``Product Clicked`` with ``recommendation_block`` / ``recommendation_variant``
-  counts too).
+* ``Recommendation Shown`` {block, variant, recommendation_id, product_ids} — an impression.
+  The server records one for every answer it serves (``impressions``); a site sending its
+  own with the same ``recommendation_id`` is not counted twice (impressions are counted
+  by ``recommendation_id``);
+* ``Recommendation Clicked`` {block, variant, recommendation_id, product_id} — a click,
+  recorded by the tracked link (``click_url``) or sent by the site; Segment's
+  ``Product Clicked`` counts too, with ``recommendation_block`` / ``recommendation_variant``
+  or just the ``recommendation_id`` of the answer it came from (the site echoes it).
 
 A conversion is an order line of a clicked product by the same (canonical) profile
 within ``window_days`` after the click. The winner is the variant with the best
@@ -23,17 +27,16 @@ from typing import Any
 from sqlglot import exp
 
 from opencdp.recommendations.data import PURCHASE, epoch_ms
+from opencdp.recommendations.impressions import CLICKED, SHOWN
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP
 
-SHOWN = "Recommendation Shown"
-CLICKED = "Recommendation Clicked"
 PRODUCT_CLICKED = "Product Clicked"
 
 
-def _property(name: str) -> exp.Expr:
+def _property(name: str, alias: str = "e") -> exp.Expr:
     path = exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this=name)])
-    value = exp.JSONExtractScalar(this=exp.column("properties", "e"), expression=path)
+    value = exp.JSONExtractScalar(this=exp.column("properties", alias), expression=path)
     return exp.func("nullif", value, exp.Literal.string(""))  # ClickHouse reads a missing key as ''
 
 
@@ -41,20 +44,32 @@ def _who(alias: str) -> exp.Expr:
     return exp.func("coalesce", exp.column("canonical_id", "m"), exp.column("profile_id", alias))
 
 
+def _block(alias: str) -> exp.Expr:
+    return exp.func("coalesce", _property("block", alias), _property("recommendation_block", alias))
+
+
 def _events(backend: Backend, block_id: str, since: dt.datetime | None) -> list[dict[str, Any]]:
-    block = exp.func("coalesce", _property("block"), _property("recommendation_block"))
-    variant = exp.func("coalesce", _property("variant"), _property("recommendation_variant"), exp.Literal.string("default"))
+    """The block's impressions and clicks; a click naming only a ``recommendation_id`` of the block's answers counts."""
+    variant = exp.func("coalesce", _property("variant"), _property("recommendation_variant"))
+    answers = (
+        exp.select(_property("recommendation_id", "s")).from_(backend.aliased_ref(EVENTS, "s"))
+        .where(exp.column("event", "s").eq(exp.Literal.string(SHOWN)))
+        .where(_block("s").eq(exp.Literal.string(block_id)))
+        .where(_property("recommendation_id", "s").is_(exp.null()).not_())
+    )
+    clicks = exp.column("event", "e").isin(exp.Literal.string(CLICKED), exp.Literal.string(PRODUCT_CLICKED))
     query = (
         exp.select(
             exp.column("event", "e"), variant.as_("variant"), _who("e").as_("profile"),
             exp.func("coalesce", exp.column("product_id", "e"), _property("product_id")).as_("product_id"),
-            epoch_ms(backend, exp.column("timestamp", "e")).as_("ts"),
+            epoch_ms(backend, exp.column("timestamp", "e")).as_("ts"), _property("recommendation_id").as_("recommendation_id"),
         )
         .from_(backend.aliased_ref(EVENTS, "e"))
         .join(backend.aliased_ref(PROFILE_MAP, "m"), on=exp.column("profile_id", "m").eq(exp.column("profile_id", "e")),
               join_type="left")
         .where(exp.column("event", "e").isin(*(exp.Literal.string(n) for n in (SHOWN, CLICKED, PRODUCT_CLICKED))))
-        .where(block.eq(exp.Literal.string(block_id)))
+        .where(exp.or_(_block("e").eq(exp.Literal.string(block_id)),
+                       exp.and_(clicks, _property("recommendation_id").isin(query=answers))))
     )
     if since is not None:
         query = query.where(epoch_ms(backend, exp.column("timestamp", "e")) >= exp.Literal.number(int(since.timestamp() * 1000)))
@@ -89,9 +104,17 @@ def block_report(
     stats: dict[str, dict[str, Any]] = defaultdict(lambda: {"impressions": 0, "clicks": 0, "conversions": 0, "revenue": 0.0,
                                                             "viewers": set()})
     clicks: list[tuple[str, str, str, int]] = []
+    variant_of = {e["recommendation_id"]: e["variant"] or "default" for e in events
+                  if e["event"] == SHOWN and e["recommendation_id"]}
+    shown: set[str] = set()
     for e in events:
+        e["variant"] = e["variant"] or variant_of.get(e["recommendation_id"]) or "default"
         s = stats[e["variant"]]
         if e["event"] == SHOWN:
+            if e["recommendation_id"]:
+                if e["recommendation_id"] in shown:
+                    continue  # the server's own impression and the site's for the same answer
+                shown.add(e["recommendation_id"])
             s["impressions"] += 1
             if e["profile"]:
                 s["viewers"].add(e["profile"])

@@ -13,7 +13,8 @@ import threading
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +33,7 @@ router = APIRouter(prefix="/api/v1/recommendations", tags=["recommendations"], r
 Reader = Annotated[Principal, Depends(require_scope("read"))]
 Writer = Annotated[Principal, Depends(require_scope("write"))]
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
-RESERVED = {"blocks", "model", "train", "algorithms"}
+RESERVED = {"blocks", "model", "train", "algorithms", "clicks"}
 
 
 class TooManyRequests(TerminalError):
@@ -182,6 +183,23 @@ async def retrain(request: Request, principal: Admin) -> Any:
     engine = _engine(request)
     model = await run_in_threadpool(engine.train)
     return {"version": model.version, "personal": model.personal, "stats": model.stats}
+
+
+@router.get("/clicks/{recommendation_id}", summary="A served item's tracked link: record the click, redirect to the product")
+def click(
+    request: Request,
+    recommendation_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")],
+    block: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+    product_id: Annotated[str, Query(min_length=1, max_length=200)],
+    variant: Annotated[str, Query(max_length=64)] = "default",
+    profile_id: Annotated[str | None, Query(max_length=200)] = None,
+) -> Any:
+    """No key: the link is followed from e-mails and pages. It only ever redirects to the
+    product's own catalogue URL (never to a URL from the query), and records a
+    ``Recommendation Clicked`` attributed to the block and variant."""
+    url = _engine(request).click(recommendation_id, block=block, variant=variant, product_id=product_id,
+                                 profile_id=profile_id)
+    return RedirectResponse(url, status_code=302)
 
 
 @router.get("/{block}", summary="Serve a block: products for a visitor (write key or admin key)")
