@@ -33,7 +33,7 @@ def test_next_order_follows_the_customers_rhythm_shrunk_to_the_population() -> N
     assert found["a"] == round(TODAY - 10 + gap_a)
     gap_c = (1 * 10 + PRIOR_WEIGHT * 40) / (1 + PRIOR_WEIGHT)
     assert found["c"] >= TODAY and (found["c"] - (TODAY - 90)) % gap_c == pytest.approx(0, abs=0.5)  # overdue: next cycle
-    assert iso_dates(np.array([TODAY])) == ["2024-10-04"]
+    assert iso_dates(np.array([TODAY])).to_pylist() == ["2024-10-04"]
 
 
 def _lines(rows: list[tuple[int, int, int, float]], lifetimes: list[float]) -> Lines:

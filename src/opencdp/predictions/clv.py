@@ -18,6 +18,7 @@ from opencdp.predictions.btyd import (
     BetaGeo,
     GammaGamma,
     customer_lifetime_value,
+    distinct_rows,
     fit_bgnbd,
     fit_gamma_gamma,
 )
@@ -42,8 +43,9 @@ class CustomerValue:
         if len(s.customer) == 0:
             return []
         t = self.horizon_days / UNIT_DAYS
-        expected = self.purchases.conditional_expected_purchases(t, s.frequency, s.recency, s.T)
-        alive = self.purchases.probability_alive(s.frequency, s.recency, s.T)
+        (x, t_x, T), row = distinct_rows(s.frequency, s.recency, s.T)
+        expected = self.purchases.conditional_expected_purchases(t, x, t_x, T)[row]
+        alive = self.purchases.probability_alive(x, t_x, T)[row]
         value = self.spend.conditional_expected_value(s.frequency, s.monetary)
         clv = customer_lifetime_value(
             self.purchases, s.frequency, s.recency, s.T, value,

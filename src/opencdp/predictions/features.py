@@ -85,13 +85,25 @@ def customer_features(
     if engagement is not None:
         _engagement_columns(columns, engagement, cutoff_ms, n, who)
     names = tuple(columns)
-    return Features(who, names, np.column_stack([columns[c] for c in names]))
+    return Features(who, names, _matrix([columns[c] for c in names]))
+
+
+def _matrix(columns: list[FloatArray]) -> FloatArray:
+    """The feature matrix in column-major order: filled a column at a time, and the trees read it faster too."""
+    matrix = np.empty((len(columns[0]) if columns else 0, len(columns)), dtype=np.float64, order="F")
+    for i, column in enumerate(columns):
+        matrix[:, i] = column
+    return matrix
 
 
 def _distinct_categories(lines: Lines, keep: npt.NDArray[np.bool_], size: int) -> FloatArray:
     """How many top-level categories (rooms) each customer bought from."""
-    pairs = np.unique(lines.customer[keep] * (int(lines.room.max(initial=0)) + 1) + lines.room[keep])
-    owner = pairs // (int(lines.room.max(initial=0)) + 1)
+    rooms = int(lines.room.max(initial=0)) + 1
+    pairs = lines.customer[keep] * rooms + lines.room[keep]
+    if size * rooms <= 1 << 27:  # a customer x room table of flags, no sort (shops have some dozen rooms)
+        bought = np.bincount(pairs, minlength=size * rooms).reshape(size, rooms) > 0
+        return bought.sum(axis=1).astype(np.float64)
+    owner = np.unique(pairs) // rooms
     return np.bincount(owner, minlength=size).astype(np.float64)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from opencdp.predictions.history import History
 
@@ -22,7 +23,8 @@ class ScoreSet:
 
     name: str
     customer: npt.NDArray[np.int64]
-    values: npt.NDArray[Any] | list[str]
+    values: npt.NDArray[Any] | list[str] | pa.Array
+    """Numbers as a numpy array; text as Arrow (or a list)."""
     description: str
 
 

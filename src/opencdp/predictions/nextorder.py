@@ -14,12 +14,12 @@ customer actually placed in ``(T - N, T]``, beside the naive "population median 
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from opencdp.predictions.btyd import NotEnoughHistory
 from opencdp.predictions.history import DAY_MS, History, Orders, summarise
@@ -29,10 +29,10 @@ PRIOR_WEIGHT = 2.0
 FloatArray = npt.NDArray[np.float64]
 
 
-def iso_dates(day_numbers: FloatArray) -> list[str]:
-    """ISO dates of days since the Unix epoch."""
-    epoch = dt.date(1970, 1, 1)
-    return [(epoch + dt.timedelta(days=int(d))).isoformat() for d in day_numbers]
+def iso_dates(day_numbers: FloatArray) -> pa.Array:
+    """ISO dates (text) of days since the Unix epoch."""
+    days = np.asarray(day_numbers, dtype=np.int64).astype("datetime64[D]")
+    return pa.array(days, pa.date32()).cast(pa.string())
 
 
 @dataclass

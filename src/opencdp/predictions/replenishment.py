@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from opencdp.predictions.btyd import NotEnoughHistory
 from opencdp.predictions.history import DAY_MS, History, Lines
@@ -68,10 +69,10 @@ class Replenishment:
 
     def score(self, history: History) -> list[ScoreSet]:
         customer, day, product = self.due(history.lines, self.lifetime_array(history.lines), history.now_ms)
-        names = history.lines.products.to_pylist()
+        names = history.lines.products.take(pa.array(product, pa.int64())).cast(pa.string())
         return [
             ScoreSet("replenishment_due", customer, iso_dates(day), "date the customer's consumable runs out (ISO date)"),
-            ScoreSet("replenishment_product", customer, [str(names[p]) for p in product], "the product due for replenishment"),
+            ScoreSet("replenishment_product", customer, names, "the product due for replenishment"),
         ]
 
 
