@@ -263,6 +263,10 @@ class Settings(BaseSettings):
     campaign_conversion_event: str = Field("Order Completed", description="The event counted as a conversion.")
     campaign_sender_batch: int = Field(500, ge=1, description="Outbox rows the sender claims per step.")
     campaign_sender_threads: int = Field(4, ge=1, description="Concurrent hand-offs to channels per sender step.")
+    campaign_render_processes: int = Field(
+        2, ge=0, description="Worker processes that render large sender batches (a broadcast) beside the sender's own; "
+        "0 renders in the server's process.",
+    )
     campaign_interval_s: float = Field(
         0.2, ge=0, description="How often the sender and the scenario engine look for work; 0: not started with the server."
     )

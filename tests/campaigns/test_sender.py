@@ -230,3 +230,36 @@ def test_two_threads_sending_at_once_send_each_message_once(backend: Backend) ->
     assert {r["state"] for r in outbox.rows_of(backend, "c1")} == {"sent"}
     sent = [m.message_id for m in provider.calls]
     assert len(sent) == len(set(sent)) == 24
+
+
+def test_worker_processes_render_what_this_process_renders(backend: Backend) -> None:
+    """A batch rendered by the worker pool is message for message the batch rendered here; consent still decides."""
+    profiles = [f"w{i:02d}" for i in range(12)]
+    load(backend, [person(p, first_name=f"N{p}", consent=p != "w03") for p in profiles])
+    save_template(backend, html='<html><body><p>Hi {{ profile.first_name }}</p>{% for p in params.lines %}'
+                                '<a href="https://shop.test/p/{{ p }}">{{ p }}</a>{% endfor %}</body></html>')
+    n = len(profiles)
+    outbox.plan(backend, campaign_id="c1", step_id="send", profile_ids=profiles, variants=["A"] * n,
+                channels=["email"] * n, templates=["t1"] * n, not_before=[NOW] * n, params=['{"lines": ["a", "b"]}'] * n,
+                now=NOW)
+    pooled = FakeChannel()
+    first = sender(backend, pooled, render_processes=1, render_pool_min=1)
+    try:
+        first.run_until_idle()
+    finally:
+        first.close()
+    assert sorted(m.to for m in pooled.calls) == sorted(f"{p}@shop.test" for p in profiles if p != "w03")
+    assert _states(backend)["w03"] == ("skipped", "no_consent")
+    # the same rows rendered in this process give the same messages
+    rows = {r["profile_id"]: r for r in outbox.rows_of(backend, "c1")}
+    here = sender(backend, FakeChannel())
+    from opencdp.campaigns import recipients, rendering, store, templates
+
+    people = recipients.load(backend, profiles, scores=False)
+    template = templates.Template.from_dict(store.get(backend, store.TEMPLATE, "t1").definition, "t1")  # type: ignore[union-attr]
+    for message in pooled.calls:
+        row = rows[message.profile_id or ""]
+        ref = rendering.ref_of(row, "email")
+        again = here.message(row, ref, template, people[row["profile_id"]], {"id": "c1", "name": "c1", "recommendation_block": None})
+        assert again == message
+    assert "/m/c/" in (pooled.calls[0].html or "") and "Hi N" in (pooled.calls[0].html or "")

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
+from opencdp.campaigns.recipients import select_built
 from opencdp.segments.sql import ClickHouse, DuckDB
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import OUTBOX
@@ -57,7 +58,7 @@ def existing_keys(backend: Backend, campaign_id: str, step_id: str, profile_ids:
         chunk = ids[start : start + _CHUNK]
         inside = exp.In(this=exp.column("profile_id"), expressions=[exp.Literal.string(p) for p in chunk])
         query = exp.select("profile_id").from_(backend.table_ref(OUTBOX)).where(exp.and_(where, inside, copy=False), copy=False)
-        found.update(backend.select(query).column(0).to_pylist())
+        found.update(select_built(backend, query).column(0).to_pylist())
     return found
 
 
@@ -123,7 +124,7 @@ def due(backend: Backend, now: dt.datetime, limit: int, campaign_id: str | None 
     if campaign_id is not None:
         where = where.and_(exp.column("campaign_id").eq(exp.Literal.string(campaign_id)))
     query = exp.select("*").from_(backend.table_ref(OUTBOX)).where(where).order_by("not_before", "message_id").limit(limit)
-    return backend.select(query).to_pylist()
+    return select_built(backend, query).to_pylist()
 
 
 def write(backend: Backend, rows: Iterable[Mapping[str, Any]], now: dt.datetime) -> None:
@@ -182,6 +183,6 @@ def sent_since(backend: Backend, profile_ids: Sequence[str], since: dt.datetime)
                 copy=False,
             )
         )
-        table = backend.select(query)
+        table = select_built(backend, query)
         out += list(zip(*(c.to_pylist() for c in table.columns), strict=True))
     return out

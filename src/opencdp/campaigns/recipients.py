@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 from sqlglot import exp
 
 from opencdp.consent.model import parse_event
@@ -69,13 +70,19 @@ def isin(column: str, values: Sequence[str]) -> exp.Expr:
     return exp.In(this=exp.column(column), expressions=[exp.Literal.string(v) for v in values])
 
 
+def select_built(backend: Backend, query: exp.Expr) -> pa.Table:
+    """``backend.select`` for a query built for this one call: rendered without sqlglot's defensive
+    deep copy of the tree (a copy of thousands of IN-list literals per query; nobody reuses it)."""
+    return backend.query_arrow(query.sql(dialect=backend.capabilities.dialect, copy=False))
+
+
 def members_of(backend: Backend, canonical: Sequence[str]) -> dict[str, str]:
     """Every profile id merged into each canonical id -> that id (as ``identity.profiles.members_of``)."""
     found = {p: p for p in canonical}
     for start in range(0, len(canonical), _CHUNK):
         chunk = canonical[start : start + _CHUNK]
         query = exp.select("profile_id", "canonical_id").from_(backend.table_ref(PROFILE_MAP)).where(isin("canonical_id", chunk), copy=False)
-        table = backend.select(query)
+        table = select_built(backend, query)
         found.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
     return found
 
@@ -96,7 +103,7 @@ def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> 
             .where(exp.and_(isin("profile_id", chunk), exp.column("traits").is_(exp.null()).not_(), copy=False), copy=False)
             .order_by("timestamp", "message_id", copy=False)  # no deep copy of the thousands of ids above
         )
-        table = backend.select(query)
+        table = select_built(backend, query)
         for profile_id, text in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
             try:
                 values = _decode(text)
@@ -104,7 +111,7 @@ def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> 
                 continue
             if isinstance(values, dict):
                 result[members[profile_id]].traits.update(values)
-        consent_rows += backend.select(candidates(chunk)).to_pylist()
+        consent_rows += select_built(backend, candidates(chunk)).to_pylist()
     # consent as opencdp.consent.store folds it: event time order, the latest change per channel and topic wins
     consent_rows.sort(key=lambda row: (row["timestamp"], row["message_id"]))
     for row in consent_rows:

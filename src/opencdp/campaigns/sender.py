@@ -37,24 +37,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from opencdp.campaigns import context as contexts
-from opencdp.campaigns import outbox, recipients, store, templates, tracking
+from opencdp.campaigns import outbox, recipients, rendering, store, templates, tracking
 from opencdp.campaigns.channels.base import Channel, Message, SendResult
 from opencdp.campaigns.channels.cascade import Cascade
 from opencdp.campaigns.experiments import in_global_control
 from opencdp.campaigns.policy import Caps, Decision, decide
 from opencdp.campaigns.registry import Channels, Configured
-from opencdp.campaigns.tracking import Links, MessageRef, Signer
+from opencdp.campaigns.tracking import MessageRef, Signer
 from opencdp.consent import suppressions
 from opencdp.errors import OpenCDPError
 from opencdp.storage.base import Backend
 
 log = logging.getLogger(__name__)
-_decode = msgspec.json.Decoder().decode
-_OWN = "not sent: "
-"""Prefix of failures found before the hand-off (a template error): not the address's fault, never suppressed."""
+_OWN = rendering.OWN
 _HARD = {"email": "email", "sms": "sms", "viber": "viber", "telegram": "telegram", "push": "push", "webpush": "web_push"}
 
 
@@ -73,6 +69,10 @@ class SenderOptions:
     scores: bool = True
     overlap: bool = True
     """``run_until_idle`` claims and renders the next batch while the current one is being handed off."""
+    render_processes: int = 0
+    """Worker processes that render large batches (0: render in this process)."""
+    render_pool_min: int = 500
+    """Rows a batch needs before it goes to the workers (below it, their round trip costs more than it saves)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> SenderOptions:
@@ -83,6 +83,7 @@ class SenderOptions:
             quiet_hours=list(settings.campaign_quiet_hours), timezone=settings.campaign_timezone,
             global_control_percent=settings.campaign_global_control_percent,
             global_control_redraw_days=settings.campaign_global_control_redraw_days,
+            render_processes=settings.campaign_render_processes,
         )
 
 
@@ -124,6 +125,8 @@ class _Batch:
     refs: list[MessageRef] = field(default_factory=list)
     messages: list[Message | SendResult] = field(default_factory=list)
     """The rendered message, or the result that stands for it (a missing or failing template)."""
+    rendering: list[Future[list[Message | SendResult]]] | None = None
+    """Slices being rendered by the worker processes: the hand-off waits for them (``messages`` is empty until then)."""
 
 
 class Sender:
@@ -145,6 +148,7 @@ class Sender:
         self.stats = SenderStats()
         self._pool = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="campaign-send")
         self._handing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-handoff")
+        self._pool_render = rendering.Pool(self.options.render_processes) if self.options.render_processes > 0 else None
         self._running = threading.Lock()
         """One claimer at a time in this process: two threads claiming together could both read a row as due
         (the server's loop and a send asked for through the API or a test)."""
@@ -152,6 +156,8 @@ class Sender:
     def close(self) -> None:
         self._handing.shutdown(wait=True)
         self._pool.shutdown(wait=True)
+        if self._pool_render is not None:
+            self._pool_render.close()
 
     def run_until_idle(self, max_steps: int = 100_000) -> StepResult:
         """Step until nothing is due now (tests, the CLI, benchmarks), overlapping batches.
@@ -217,7 +223,9 @@ class Sender:
         self.stats.steps += 1
         profiles = list(dict.fromkeys(r["profile_id"] for r in rows))
         people = recipients.load(self.backend, profiles, scores=self.options.scores)
-        caps = Caps.from_sent(self.options.caps, outbox.sent_since(self.backend, profiles, now - dt.timedelta(days=7)), now)
+        capped = any(self.options.caps.values())  # no caps configured: the week's sends need not be read
+        sent = outbox.sent_since(self.backend, profiles, now - dt.timedelta(days=7)) if capped else []
+        caps = Caps.from_sent(self.options.caps, sent, now)
         for row in in_flight.to_send if in_flight is not None else []:  # handed off, not yet recorded as sent
             if not row["transactional"]:
                 caps.count(row["profile_id"], row["channel"])
@@ -269,26 +277,41 @@ class Sender:
         return _Batch(now, result, {r["message_id"] for r in rows}, people, done, to_send)
 
     def _render(self, batch: _Batch) -> None:
-        """Step 5a: one message per row to send (templates read once per batch, compiled once per source)."""
+        """Step 5a: one message per row to send (templates read once per batch, compiled once per source).
+
+        A batch of at least ``render_pool_min`` rows is rendered by the worker processes
+        (``opencdp.campaigns.rendering``) unless its campaign has a recommendation block, which
+        reads the store per recipient.
+        """
         found = self._templates({r["template_id"] for r in batch.to_send})
         campaigns = self._campaigns({r["campaign_id"] for r in batch.to_send})
+        items: list[rendering.Item] = []
         for row in batch.to_send:
             configured = self.channels.get(row["channel"])
-            ref = MessageRef(row["message_id"], row["campaign_id"], row["step_id"], row["profile_id"], row["variant"],
-                             configured.kind, row["topic"])
-            batch.refs.append(ref)
-            template = found.get(row["template_id"])
-            if template is None:
-                batch.messages.append(SendResult.permanent(f"{_OWN}template {row['template_id']!r} does not exist"))
-                continue
-            try:
-                batch.messages.append(self.message(row, ref, template, batch.people[row["profile_id"]],
-                                                   campaigns[row["campaign_id"]], configured.channel))
-            except templates.TemplateError as error:
-                batch.messages.append(SendResult("permanent", None, f"{_OWN}template: {error.detail}"))
+            cascade = [step.channel.name for step in configured.channel.steps] if isinstance(configured.channel, Cascade) else None
+            person = batch.people[row["profile_id"]]
+            items.append(rendering.Item(row, configured.kind, person.profile_id, person.traits, person.scores, cascade))
+            batch.refs.append(rendering.ref_of(row, configured.kind))
+        pooled = (self._pool_render is not None and len(items) >= self.options.render_pool_min
+                  and not any(c["recommendation_block"] for c in campaigns.values()))
+        if pooled and self._pool_render is not None:
+            slim = [i._replace(row={k: i.row[k] for k in rendering.ROW_FIELDS}) for i in items]
+            job = rendering.Job(self.options.base_url, self.signer.secret, found, campaigns,
+                                rendering.Snapshot.read(self.catalogue, batch.to_send), slim)
+            batch.rendering = self._pool_render.submit(job)  # the hand-off collects them: the next claim starts now
+        else:
+            job = rendering.Job(self.options.base_url, self.signer.secret, found, campaigns, rendering.Snapshot(), items)
+            batch.messages = rendering.render(job, self.catalogue, self.signer)
 
     def _hand_off(self, batch: _Batch) -> list[SendResult]:
         """Step 5b: each channel's messages of the batch in one ``send_many``; one outcome per row."""
+        if batch.rendering is not None:
+            try:
+                batch.messages = [m for part in batch.rendering for m in part.result()]
+            except Exception as error:  # a worker died: the rows go back to planned, nothing was handed off
+                log.exception("render workers failed")
+                batch.messages = [SendResult.transient(f"render worker failed: {type(error).__name__}: {error}")] * len(batch.to_send)
+            batch.rendering = None
         outcomes: list[SendResult | None] = [m if isinstance(m, SendResult) else None for m in batch.messages]
         by_channel: dict[str, list[int]] = {}
         for i, row in enumerate(batch.to_send):
@@ -418,35 +441,10 @@ class Sender:
 
     def message(self, row: dict[str, Any], ref: MessageRef, template: templates.Template,
                 person: recipients.Recipient, campaign: dict[str, Any], channel: Channel | None = None) -> Message:
-        """Render one outbox row into the channel's message (links tracked, unsubscribe headers).
-
-        Through a cascade, ``data["addresses"]`` has the person's address for each step's channel
-        (a Viber id for Viber, the phone for SMS); ``to`` stays the row's address.
-        """
-        links = Links(self.options.base_url, self.signer, ref)
-        token = links.token
-        urls = links.urls(token)
-        params = _decode(row["params"]) if row.get("params") else {}
-        ctx = contexts.build(person, params, campaign=campaign, urls=urls, catalogue=self.catalogue,
-                             variant=row["variant"], message_id=row["message_id"])
-        rendered = templates.render(template, ctx)
-        html = tracking.rewrite_links(rendered.html, links, token) if rendered.html else None
-        text = rendered.text or (templates.html_to_text(rendered.html) if rendered.html else "")
-        if ref.channel != "email":
-            text = tracking.rewrite_text_links(text, links, token)
-        unsubscribe = None if row["transactional"] else urls["unsubscribe_url"]
-        data: dict[str, Any] = {"campaign_id": row["campaign_id"], "step_id": row["step_id"], "variant": row["variant"],
-                                "token": token}
-        if isinstance(channel, Cascade):
-            data["addresses"] = {step.channel.name: address for step in channel.steps
-                                 if (address := person.address(step.channel.name)) is not None}
-        return Message(
-            message_id=row["message_id"], channel=ref.channel, to=row["address"], text=text,
-            subject=rendered.subject or None, html=html,
-            data=data,
-            list_unsubscribe=unsubscribe, list_unsubscribe_post=unsubscribe is not None,
-            profile_id=row["profile_id"], campaign_id=row["campaign_id"], transactional=bool(row["transactional"]),
-        )
+        """Render one outbox row into the channel's message (``rendering.message`` with this sender's settings)."""
+        cascade = [step.channel.name for step in channel.steps] if isinstance(channel, Cascade) else None
+        return rendering.message(row, ref, template, person, campaign, base_url=self.options.base_url,
+                                 signer=self.signer, catalogue=self.catalogue, cascade=cascade)
 
 
 def _add(total: StepResult, result: StepResult) -> None:
