@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from typing import Annotated, Any
 
 import typer
@@ -57,6 +58,25 @@ def _print_fits(rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def _fit_on_server(server: ServerClient, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Start a background fit on the server and wait for it, showing each model as it finishes."""
+    job = server.call("POST", "/api/v1/predictions/fit", json.dumps(body).encode())
+    shown = 0
+    while True:
+        for row in job["fits"][shown:]:
+            err.print(f"{row['model']}: {row['status']}")
+        shown = len(job["fits"])
+        if job["status"] not in ("queued", "running"):
+            break
+        time.sleep(2)
+        job = server.call("GET", f"/api/v1/predictions/fits/{job['fit_id']}")
+    if job["status"] == "failed" and not job["fits"]:
+        err.print(f"[red]error:[/red] fit {job['fit_id']} failed: {job['message']}")
+        raise typer.Exit(1)
+    rows: list[dict[str, Any]] = job["fits"]
+    return rows
+
+
 @predict_app.command("fit")
 def fit_command(
     models: Models = None,
@@ -73,7 +93,7 @@ def fit_command(
         with store_or_server(settings) as target:
             if isinstance(target, ServerClient):
                 body = {"models": models or None, "now": at.isoformat() if at else None, **overrides}
-                rows = target.call("POST", "/api/v1/predictions/fit", json.dumps(body).encode())["fits"]
+                rows = _fit_on_server(target, body)
             else:
                 from opencdp.predictions import run
 

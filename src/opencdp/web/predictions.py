@@ -2,8 +2,9 @@
 
 Scores the models write are stored scores (``profiles/scores.py``): segments read them as
 ``computed("churn_probability") > 0.7`` and profiles list them under ``scores``.
-A fit runs in the request (minutes at a million customers: use the CLI or the scheduled
-refit, ``predictions_refit_interval_s``, for large stores).
+A fit runs in the background (minutes at a million customers): ``POST /fit`` checks the
+request and answers 202 with a fit id at once; ``GET /fits/{fit_id}`` shows it queued,
+running (with the models fitted so far), done or failed (``predictions/jobs.py``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from opencdp.errors import TerminalError
 from opencdp.predictions import registry, run
-from opencdp.predictions.btyd import NotEnoughHistory
+from opencdp.predictions.jobs import FitJobs
 from opencdp.storage.base import Backend
 from opencdp.web.auth import AuthRoute, Principal, require_scope
 
@@ -72,18 +74,45 @@ def fits(request: Request, principal: Reader, model: str, limit: Annotated[int, 
     return {"fits": [entry.to_dict() for entry in registry.history(_backend(request), model)[:limit]]}
 
 
-@router.post("/fit", summary="Fit models on the store's history and store their scores")
-def fit(request: Request, principal: Writer, body: FitRequest | None = None) -> Any:
+class FitNotFound(TerminalError):
+    status = 404
+    code = "fit_not_found"
+
+
+def _jobs(request: Request) -> FitJobs:
+    jobs = getattr(request.app.state, "prediction_jobs", None)
+    if not isinstance(jobs, FitJobs):  # an app used without its lifespan (tests) starts them on first use
+        jobs = request.app.state.prediction_jobs = FitJobs(_backend(request))
+    return jobs
+
+
+@router.post("/fit", status_code=202, summary="Start fitting models in the background (202 with a fit id)")
+def fit(request: Request, response: Response, principal: Writer, body: FitRequest | None = None) -> Any:
+    """Checks the request (422 naming a bad parameter) and queues the fit; poll ``GET /fits/{fit_id}``."""
     body = body or FitRequest()
-    backend = _backend(request)
     models = run.check_models(body.models) if body.models is not None else None
     overrides = body.model_dump(exclude={"models", "now"}, exclude_none=True)
     options = run.Options.from_settings(request.app.state.settings, **overrides)
-    results = run.fit(backend, models, now=_now(body.now), options=options)
-    if results and all(r.status == "failed" for r in results):
-        first = results[0]
-        raise NotEnoughHistory(f"{first.model}: {first.message}", field="history")
-    return {"fits": [r.to_dict() for r in results]}
+    job = _jobs(request).submit(models, _now(body.now), options)
+    response.headers["Location"] = f"{router.prefix}/fits/{job.id}"
+    return job.to_dict()
+
+
+@router.get("/fits", summary="The background fits this server ran or is running, newest first")
+def fit_jobs(request: Request, principal: Reader) -> Any:
+    return {"fits": [job.to_dict() for job in _jobs(request).list()]}
+
+
+@router.get("/fits/{fit_id}", summary="How a background fit goes: queued, running, done or failed, with its models' fits")
+def fit_job(request: Request, principal: Reader, fit_id: str) -> Any:
+    job = _jobs(request).get(fit_id)
+    if job is None:
+        raise FitNotFound(
+            f"no fit `{fit_id}` on this server (fits are kept in memory: after a restart read "
+            "GET /api/v1/predictions/{model}/fits)",
+            field="fit_id",
+        )
+    return job.to_dict()
 
 
 @router.post("/score", summary="Rescore the current history with the last fitted models (no refit)")
@@ -94,12 +123,19 @@ def score(request: Request, principal: Writer, body: ScoreRequest | None = None)
 
 
 def start_refits(app: Any, backend: Backend, settings: Any) -> Callable[[], None]:
-    """Start the scheduled refit when ``predictions_refit_interval_s`` > 0; returns what stops it (at shutdown)."""
+    """Start the scheduled refit when ``predictions_refit_interval_s`` > 0, and the background fits' queue;
+    returns what stops both (at shutdown)."""
+    jobs = app.state.prediction_jobs = FitJobs(backend)
     interval = float(getattr(settings, "predictions_refit_interval_s", 0) or 0)
     if interval <= 0:
         app.state.prediction_refits = None
-        return lambda: None
+        return jobs.stop
     scheduler = run.RefitScheduler(backend, interval)
     app.state.prediction_refits = scheduler
     scheduler.start()
-    return scheduler.stop
+
+    def stop() -> None:
+        scheduler.stop()
+        jobs.stop()
+
+    return stop
