@@ -86,9 +86,14 @@ def test_broadcast_over_smtp_click_open_unsubscribe(backend: Backend, tmp_path: 
         assert missing.status_code == 422 and missing.json()["field"] == "channel"
         campaign = {"id": "spring1", "name": "Spring sale", "segment": "news", "channel": "email", "template": "spring"}
         assert client.post("/api/v1/campaigns", json=campaign, headers=admin).status_code == 201
-        activated = client.post("/api/v1/campaigns/spring1/activate", headers=admin).json()
-        assert activated["planned"] == 3
+        answer = client.post("/api/v1/campaigns/spring1/activate", headers=admin)
+        assert answer.status_code == 202 and answer.json()["status"] == "planning"  # planned in the background
         runtime = app.state.campaigns
+        runtime.wait_planned("spring1", timeout=60)
+        polled = client.get(answer.json()["poll"], headers=admin).json()
+        assert polled["status"] == "active" and polled["planning"]["state"] == "done"
+        assert (polled["planning"]["audience"], polled["planning"]["planned"]) == (3, 3)
+        assert sum(polled["outbox"]["A"].values()) == 3
         runtime.sender.run_until_idle()
         assert sorted(r for e in inbox.received for r in e.rcpt_tos) == ["anna@shop.example", "boris@shop.example"]
 
@@ -132,6 +137,7 @@ def test_broadcast_over_smtp_click_open_unsubscribe(backend: Backend, tmp_path: 
         again = {**campaign, "id": "spring2"}
         client.post("/api/v1/campaigns", json=again, headers=admin)
         client.post("/api/v1/campaigns/spring2/activate", headers=admin)
+        runtime.wait_planned("spring2", timeout=60)
         before = len(inbox.received)
         runtime.sender.run_until_idle()
         assert [e.rcpt_tos for e in inbox.received[before:]] == [["boris@shop.example"]]  # Anna unsubscribed

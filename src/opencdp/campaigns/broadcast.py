@@ -13,12 +13,19 @@ the next such local time of each recipient). ``holdout_percent`` of the audience
 campaign's control group (``held_out`` rows, never sent). With ``experiment``, only
 ``test_percent`` of the audience gets the variants first; ``decide`` sends the winner to the
 rest once it is significantly better on ``metric`` or when ``deadline_hours`` have passed.
+
+Activating is two steps so that an HTTP request never waits for a million outbox rows:
+``begin`` validates (a bad definition is refused at once, naming the field) and stores the
+campaign as ``planning``; ``run_planning`` (the server runs it on a background thread, and
+resumes it after a restart: planning is idempotent) writes the rows in chunks, keeping
+``definition["planning"]`` up to date (``audience``, ``planned``, ``state``), and makes the
+campaign ``active`` when done. Rows planned so far are sent while the rest is planned.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opencdp.campaigns import outbox, recipients, reports, store, templates
@@ -27,7 +34,6 @@ from opencdp.campaigns.policy import next_local_window, zone_of
 from opencdp.campaigns.registry import Channels
 from opencdp.campaigns.store import DefinitionError
 from opencdp.consent.model import TRANSACTIONAL, topic_of
-from opencdp.errors import OpenCDPError
 from opencdp.segments import membership
 from opencdp.segments import store as segment_store
 from opencdp.segments.sql import members
@@ -35,6 +41,8 @@ from opencdp.storage.base import Backend
 
 STEP = "send"
 METRICS = ("opened", "clicked", "converted")
+PLAN_CHUNK = 50_000
+"""Profiles planned per write while activating: progress is saved after each."""
 
 
 def _clock_text(value: Any, field: str) -> str:
@@ -163,8 +171,12 @@ def _send_times(backend: Backend, definition: Mapping[str, Any], profiles: list[
 
 
 def plan(backend: Backend, campaign_id: str, definition: Mapping[str, Any], now: dt.datetime, *,
-         default_zone: str = "Europe/Moscow", only: list[str] | None = None, variant: str | None = None) -> int:
-    """Write the outbox rows of the campaign (idempotent: rows already planned are kept)."""
+         default_zone: str = "Europe/Moscow", only: list[str] | None = None, variant: str | None = None,
+         progress: Callable[[int, int], None] | None = None) -> int:
+    """Write the outbox rows of the campaign (idempotent: rows already planned are kept).
+
+    ``progress(done, total)`` is called after each chunk of ``PLAN_CHUNK`` profiles.
+    """
     profiles = only if only is not None else audience(backend, definition["segment"], now)
     variants = [(v["name"], float(v.get("weight", 1))) for v in definition["variants"]]
     holdout = float(definition.get("holdout_percent", 0))
@@ -172,18 +184,26 @@ def plan(backend: Backend, campaign_id: str, definition: Mapping[str, Any], now:
     if experiment is not None and only is None:  # the test share first; the rest waits for the winner
         share = float(experiment.get("test_percent", 20)) / 100
         profiles = [p for p in profiles if unit(f"{campaign_id}:test", p) < share]
-    chosen = [variant or assign(campaign_id, p, variants, holdout) for p in profiles]
     by_name = {v["name"]: v for v in definition["variants"]}
     channel_of = lambda name: by_name[name].get("channel") or definition["channel"]  # noqa: E731
     first = definition["variants"][0]["name"]
-    return outbox.plan(
-        backend, campaign_id=campaign_id, step_id=STEP, profile_ids=profiles, variants=chosen,
-        channels=[channel_of(v if v != CONTROL else first) for v in chosen],
-        templates=[by_name[v if v != CONTROL else first]["template"] for v in chosen],
-        not_before=_send_times(backend, definition, profiles, chosen, now, default_zone),
-        topic=definition["topic"], transactional=definition["transactional"],
-        held_out=[v == CONTROL for v in chosen], now=now,
-    )
+    planned = 0
+    if progress is not None:
+        progress(0, len(profiles))
+    for start in range(0, len(profiles), PLAN_CHUNK):
+        chunk = profiles[start : start + PLAN_CHUNK]
+        chosen = [variant or assign(campaign_id, p, variants, holdout) for p in chunk]
+        planned += outbox.plan(
+            backend, campaign_id=campaign_id, step_id=STEP, profile_ids=chunk, variants=chosen,
+            channels=[channel_of(v if v != CONTROL else first) for v in chosen],
+            templates=[by_name[v if v != CONTROL else first]["template"] for v in chosen],
+            not_before=_send_times(backend, definition, chunk, chosen, now, default_zone),
+            topic=definition["topic"], transactional=definition["transactional"],
+            held_out=[v == CONTROL for v in chosen], now=now,
+        )
+        if progress is not None:
+            progress(start + len(chunk), len(profiles))
+    return planned
 
 
 def decide(backend: Backend, campaign_id: str, definition: Mapping[str, Any], now: dt.datetime, *,
@@ -220,14 +240,58 @@ def decide(backend: Backend, campaign_id: str, definition: Mapping[str, Any], no
     return best
 
 
+def begin(backend: Backend, channels: Channels, campaign_id: str, now: dt.datetime) -> store.Stored:
+    """Validate against the store as it is now and mark the campaign ``planning`` (nothing planned yet)."""
+    stored = store.require(backend, store.CAMPAIGN, campaign_id)
+    definition = validate(backend, channels, {k: v for k, v in stored.definition.items() if k != "planning"})
+    progress = {"state": "running", "audience": None, "planned": 0, "started_at": now.isoformat(),
+                "finished_at": None, "error": None}
+    return store.save(backend, store.CAMPAIGN, campaign_id, stored.name, {**definition, "planning": progress},
+                      status=store.PLANNING)
+
+
+def run_planning(backend: Backend, campaign_id: str, now: dt.datetime, *, default_zone: str = "Europe/Moscow",
+                 progress: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Plan a campaign ``begin`` marked, saving progress per chunk; ``active`` when done.
+
+    ``progress`` is called after each chunk (the server wakes its sender: those rows can go).
+    A failure leaves the campaign ``draft`` with ``planning.state = "failed"`` and the reason
+    (rows planned before it stay: activating again adds only the missing ones). A campaign
+    paused or deleted meanwhile keeps that status.
+    """
+    stored = store.require(backend, store.CAMPAIGN, campaign_id)
+    definition = {k: v for k, v in stored.definition.items() if k != "planning"}
+    state: dict[str, Any] = {"state": "running", "audience": None, "planned": 0, "started_at": now.isoformat(),
+                                "finished_at": None, "error": None, **(stored.definition.get("planning") or {})}
+
+    def save(status: str | None = None) -> store.Stored | None:
+        current = store.get(backend, store.CAMPAIGN, campaign_id)
+        if current is None:  # deleted while planning
+            return None
+        keep = current.status != store.PLANNING  # paused meanwhile: not made active behind the user's back
+        return store.save(backend, store.CAMPAIGN, campaign_id, current.name, {**definition, "planning": state},
+                          status=None if keep else status)
+
+    def step(done: int, total: int) -> None:
+        state.update(audience=total, planned=done)
+        save()
+        if progress is not None and done:
+            progress()
+
+    try:
+        added = plan(backend, campaign_id, definition, now, default_zone=default_zone, progress=step)
+    except Exception as error:
+        state.update(state="failed", error=getattr(error, "detail", None) or f"{type(error).__name__}: {error}",
+                        finished_at=dt.datetime.now(dt.UTC).isoformat())
+        save(store.DRAFT)
+        raise
+    state.update(state="done", added=added, finished_at=dt.datetime.now(dt.UTC).isoformat())
+    saved = save(store.ACTIVE)
+    return {"id": campaign_id, "planned": added, "status": saved.status if saved else "deleted", "planning": state}
+
+
 def activate(backend: Backend, channels: Channels, campaign_id: str, now: dt.datetime, *,
              default_zone: str = "Europe/Moscow") -> dict[str, Any]:
-    """Validate again (templates or segments may have changed), plan, and mark active."""
-    stored = store.require(backend, store.CAMPAIGN, campaign_id)
-    try:
-        definition = validate(backend, channels, stored.definition)
-    except OpenCDPError:
-        raise
-    planned = plan(backend, campaign_id, definition, now, default_zone=default_zone)
-    store.save(backend, store.CAMPAIGN, campaign_id, stored.name, definition, status=store.ACTIVE)
-    return {"id": campaign_id, "planned": planned, "status": store.ACTIVE}
+    """``begin`` then ``run_planning`` in the caller's thread (the CLI on a local store, tests)."""
+    begin(backend, channels, campaign_id, now)
+    return run_planning(backend, campaign_id, now, default_zone=default_zone)

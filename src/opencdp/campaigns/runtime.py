@@ -3,7 +3,8 @@
 The engine is a loader listener (``observe``) and wakes at once when a trigger arrives; when
 it plans a message it wakes the sender, so an event reaches the channel in a tick or two of
 ``campaign_interval_s`` plus the store's own latency. Broadcast experiments are checked for a
-winner every minute.
+winner every minute. Activated broadcasts are planned on a thread of their own
+(``plan_in_background``); one left ``planning`` by a server that stopped is resumed at start.
 """
 
 from __future__ import annotations
@@ -36,11 +37,49 @@ class CampaignRuntime:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._decided_at = 0.0
+        self._planning: dict[str, threading.Thread] = {}
+        self._planning_lock = threading.Lock()
 
     def wake_sender(self) -> None:
         self._send_wake.set()
 
+    def plan_in_background(self, campaign_id: str) -> bool:
+        """Plan a campaign ``broadcast.begin`` marked, on its own thread; False if one is already at it."""
+        with self._planning_lock:
+            running = self._planning.get(campaign_id)
+            if running is not None and running.is_alive():
+                return False
+            thread = threading.Thread(target=self._plan, args=(campaign_id,), name=f"campaign-plan-{campaign_id}", daemon=True)
+            self._planning[campaign_id] = thread
+            thread.start()
+        return True
+
+    def planning(self, campaign_id: str) -> bool:
+        thread = self._planning.get(campaign_id)
+        return thread is not None and thread.is_alive()
+
+    def wait_planned(self, campaign_id: str, timeout: float | None = None) -> None:
+        thread = self._planning.get(campaign_id)
+        if thread is not None:
+            thread.join(timeout)
+
+    def _plan(self, campaign_id: str) -> None:
+        try:
+            broadcast.run_planning(self.backend, campaign_id, dt.datetime.now(dt.UTC),
+                                   default_zone=self.settings.campaign_timezone,
+                                   progress=lambda: self.wake_sender())
+        except Exception:
+            log.exception("planning campaign %s failed", campaign_id)
+        self.wake_sender()
+
+    def resume_planning(self) -> None:
+        """Campaigns left ``planning`` (the server stopped mid-way): planned again, adding only missing rows."""
+        for campaign in store.list_all(self.backend, store.CAMPAIGN):
+            if campaign.status == store.PLANNING:
+                self.plan_in_background(campaign.id)
+
     def start(self) -> None:
+        self.resume_planning()
         if self.settings.campaign_interval_s <= 0:
             return
         for name, target in (("campaign-sender", self._send_loop), ("campaign-engine", self._engine_loop)):

@@ -1,7 +1,7 @@
 """Saved templates, campaigns and scenarios: one current-state table, a row per (kind, id).
 
 Definitions are stored as the JSON they were given (after validation); ``status`` moves
-draft -> active -> paused / done. Deleting keeps the row, marked ``deleted``, so the
+draft -> (planning, for a broadcast) -> active -> paused / done. Deleting keeps the row, marked ``deleted``, so the
 deletion wins over older versions on every engine.
 """
 
@@ -23,6 +23,8 @@ from opencdp.storage.schema import CAMPAIGN_DEFINITIONS
 
 TEMPLATE, CAMPAIGN, SCENARIO = "template", "campaign", "scenario"
 DRAFT, ACTIVE, PAUSED, DONE = "draft", "active", "paused", "done"
+PLANNING = "planning"
+"""A broadcast being planned into the outbox in the background (``broadcast.begin`` / ``run_planning``)."""
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 _MS = dt.timedelta(milliseconds=1)
 _encode = msgspec.json.Encoder().encode

@@ -161,13 +161,23 @@ def get_scenario(request: Request, _: Reader, scenario_id: str) -> dict[str, Any
     return {**found, "outbox": outbox.counts(_backend(request), scenario_id)}
 
 
-@router.post("/campaigns/{campaign_id}/activate", summary="Validate, plan the outbox and start sending")
+@router.post("/campaigns/{campaign_id}/activate", status_code=202,
+             summary="Validate, then plan the outbox in the background and start sending")
 def activate_campaign(request: Request, _: Writer, campaign_id: str) -> dict[str, Any]:
+    """Answers at once: ``status`` is ``planning`` until every row is planned (then ``active``); poll
+    ``GET /api/v1/campaigns/{id}`` for ``planning`` (audience, planned, state, error) and the outbox counts.
+
+    A bad definition is a 422 naming the field, before anything is planned. Activating a campaign
+    that is being planned answers its current state.
+    """
     runtime = _runtime(request)
-    result = broadcast.activate(_backend(request), runtime.channels, campaign_id, dt.datetime.now(dt.UTC),
-                                default_zone=_settings(request).campaign_timezone)
-    runtime.wake_sender()
-    return result
+    backend = _backend(request)
+    if runtime.planning(campaign_id):
+        current = store.require(backend, store.CAMPAIGN, campaign_id).to_dict()
+    else:
+        current = broadcast.begin(backend, runtime.channels, campaign_id, dt.datetime.now(dt.UTC)).to_dict()
+        runtime.plan_in_background(campaign_id)
+    return {**current, "poll": f"/api/v1/campaigns/{campaign_id}"}
 
 
 @router.post("/scenarios/{scenario_id}/activate", summary="Validate and start a scenario")
