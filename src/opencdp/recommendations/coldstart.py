@@ -8,8 +8,8 @@ widens the served model's item axis with the new products (``extend``):
 * popularity: a new product gets the median popularity of the trained products of its
   category (else its top-level category, else the whole catalogue) — it enters the
   popular block of its category mid-pack, neither first nor invisible; trending the same;
-* similar: catalogue attributes (category, brand, price band, room, attributes) cover
-  it already, co-views give it nothing yet;
+* similar: judged on catalogue attributes (category, brand, price band, room, attributes)
+  alone — having no co-views yet is not evidence against it (``scoring.similar``);
 * every item-item matrix, per-profile matrix and ALS item factor is padded with zeros:
   no personal or bought-together evidence until a retrain learns some.
 
@@ -77,6 +77,7 @@ def extend(model: Model, new_items: Sequence[str], popular: np.ndarray, trending
         pair_buyers=square(model.pair_buyers), complement=square(model.complement),
         history=wider(model.history), last_bought=wider(model.last_bought), last_viewed=wider(model.last_viewed),
         region_popular=wider(model.region_popular), item_factors=factors,
-        stats={**model.stats, "cold_start_products": len(new_items)},
+        stats={**model.stats, "cold_start_products": n - (model.trained_items or len(model.items))},
+        trained_items=model.trained_items or len(model.items),
         _user_index=model._user_index,
     )

@@ -95,6 +95,8 @@ class Model:
     """Region names (profiles' latest ``traits.city``), the rows of ``region_popular``."""
     region_popular: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0), dtype=np.float32))
     stats: dict[str, Any] = field(default_factory=dict)
+    trained_items: int | None = None
+    """Items from this position on were added after training (``coldstart``): no interactions known, not zero."""
     _user_index: HashIndex | None = field(default=None, repr=False)
 
     @property

@@ -152,10 +152,19 @@ def popular(model: Model, kind: str = "popular", region: str | None = None) -> n
 
 
 def similar(model: Model, features: Features, items: Sequence[int], covisit_share: float = 0.5) -> np.ndarray:
-    """Alike by catalogue attributes, and looked at by the same people (co-views)."""
+    """Alike by catalogue attributes, and looked at by the same people (co-views).
+
+    Products added since training (``model.trained_items`` on) have no co-views to judge
+    by, so they are judged on attributes alone rather than scored as never co-viewed.
+    """
     scores = np.zeros(features.n, np.float32)
+    cold = model.trained_items
     for i in items:
-        scores += (1 - covisit_share) * features.attribute_similarity(i) + covisit_share * _normalised(_row(model.covisit, i))
+        alike = features.attribute_similarity(i)
+        score = (1 - covisit_share) * alike + covisit_share * _normalised(_row(model.covisit, i))
+        if cold is not None:
+            score[cold:] = alike[cold:]
+        scores += score
     scores[list(items)] = 0.0
     return scores
 

@@ -174,8 +174,12 @@ def report(
 def model(request: Request, principal: Reader) -> Any:
     engine = _engine(request)
     snap = engine.snapshot()
+    impressions = engine.impressions
     return {"version": snap.model.version, "trained_at": snap.model.trained_at, "personal": snap.model.personal,
-            "stats": snap.model.stats, "last_error": engine.last_error}
+            "stats": snap.model.stats, "last_error": engine.last_error,
+            "ready": engine.ready(), "serving": "popularity while the model loads" if snap.warm else "model",
+            "impressions": None if impressions is None else {"written": impressions.written, "pending": len(impressions),
+                                                             "dropped": impressions.dropped}}
 
 
 @router.post("/train", summary="Retrain now and swap the new model in (serving continues meanwhile)")
