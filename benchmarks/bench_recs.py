@@ -269,10 +269,18 @@ def quality_figures(customers: int) -> dict[str, Any]:
         interactions, catalogue = read_interactions(backend), read_catalogue(backend)
     finally:
         backend.close()
-    report = evaluate(interactions, dataset="demo shop", catalogue=catalogue, target_kinds=shop_target_kinds(),
-                      max_users=5000, params=TrainParams(threads=2))
+    # `opencdp recs evaluate --sample 0.1` on the shop (the same function; the shared store is opened read-only here)
+    sample = interactions.sample_users(0.1)
+    report = evaluate(sample, dataset="demo shop, 10% of the customers", catalogue=catalogue,
+                      target_kinds=shop_target_kinds(), max_users=5000, params=TrainParams(threads=2))
     out["shop"] = report.to_dict()
     print("demo shop leave-last-purchase-out:", json.dumps(out["shop"]), flush=True)
+    for factors, iterations in ((16, 10), (64, 15), (128, 8)):
+        other = evaluate(sample, dataset="demo shop", catalogue=catalogue, target_kinds=shop_target_kinds(),
+                         candidates=("popular", "als"), max_users=5000,
+                         params=TrainParams(threads=2, factors=factors, iterations=iterations))
+        out[f"shop_als_{factors}x{iterations}"] = other.to_dict()
+        print(f"  ALS {factors} factors x {iterations} iterations:", json.dumps(other.to_dict()["results"][-1]), flush=True)
     return out
 
 

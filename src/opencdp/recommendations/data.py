@@ -80,6 +80,13 @@ class Interactions:
             self.weight[mask], self.basket[mask],
         )
 
+    def sample_users(self, share: float, seed: int = 7) -> Interactions:
+        """The interactions of a random ``share`` of the profiles (whole histories: a smaller shop, same habits)."""
+        if share >= 1:
+            return self
+        keep = np.random.default_rng(seed).random(len(self.users)) < share
+        return self.subset(keep[self.user])
+
     def decayed(self, now_ms: int, half_life_days: float) -> np.ndarray:
         """Weights halved every ``half_life_days`` of age (0: no decay)."""
         if half_life_days <= 0:
