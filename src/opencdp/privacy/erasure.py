@@ -70,6 +70,7 @@ from opencdp.identity.identifiers import (
 )
 from opencdp.identity.profiles import canonical_id, member_ids
 from opencdp.identity.stage import IdentityStage, stage_for
+from opencdp.storage import profile_summary
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import (
     ERASED_IDENTIFIERS,
@@ -79,6 +80,7 @@ from opencdp.storage.schema import (
     ORDER_LINES,
     PRIVACY_AUDIT,
     PROFILE_MAP,
+    PROFILE_SUMMARY,
     QUARANTINE,
     TABLES,
     T,
@@ -444,10 +446,18 @@ def erase_profile(
                 "erased_at": pa.array([report.at] * len(hashes), _UTC_MS),
                 "request_id": [report.request_id] * len(hashes),
             }, schema=ERASED_IDENTIFIERS.arrow_schema))
+        rewritten: list[str] = []  # other people whose events lose the person's identifiers
         for table in TABLES:
             others = _others(subject, table)
             if others is not None:
+                if table is EVENTS:
+                    found = backend.select(exp.select("profile_id").distinct().from_(EVENTS.name).where(others))
+                    rewritten = [p for p in found.column(0).to_pylist() if p is not None]
                 _count(report.scrubbed, table, _rewrite(backend, table, others, _SCRUB[table.name], is_erased, rules))
+        if rewritten and (theirs := _in("profile_id", rewritten)) is not None:
+            # Their traits, as profile_summary keeps them, are read from those events again.
+            _delete(backend, PROFILE_SUMMARY, theirs)
+            profile_summary.summarise_again(backend, rewritten)
         for table in _ordered(TABLES):
             owned = _owned(subject, table)
             if owned is None:

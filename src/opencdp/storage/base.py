@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
-from opencdp.storage.schema import CHECKPOINTS, TABLES, Column, T, Table
+from opencdp.storage import profile_summary
+from opencdp.storage.schema import CHECKPOINTS, PROFILE_SUMMARY, TABLES, Column, T, Table
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,11 @@ class Backend(ABC):
         return result
 
     def create_schema(self) -> None:
-        """Create missing tables, and add columns and indexes a newer version declares to existing ones."""
+        """Create missing tables, and add columns and indexes a newer version declares to existing ones.
+
+        A new ``profile_summary`` in a store that already has events is filled from them.
+        """
+        summary_is_new = not self.column_names(PROFILE_SUMMARY.name)
         for table in TABLES:
             self.execute(self.create_table_sql(table))
             present = self.column_names(table.name)
@@ -158,6 +163,8 @@ class Backend(ABC):
                     self.execute(self.add_column_sql(table, column))
             if table.indexes:
                 self.create_indexes(table)
+        if summary_is_new and self.scalar("SELECT count(*) FROM events WHERE profile_id IS NOT NULL"):
+            profile_summary.rebuild(self)
 
     @abstractmethod
     def create_indexes(self, table: Table) -> None:

@@ -639,6 +639,26 @@ INBOX = Table(
 
 CAMPAIGN_TABLES: tuple[Table, ...] = (CAMPAIGN_DEFINITIONS, OUTBOX, JOURNEYS, INBOX)
 
+# -- profiles (issue 3): the events' index by profile, kept by Backend.load (storage/profile_summary.py) --
+PROFILE_SUMMARY = Table(
+    "profile_summary",
+    (
+        _c("profile_id", T.STRING, False, "a profile id as events carry it (merged ids keep their own row)"),
+        _c("events", T.INT, False, "events stored with this profile id; grows with every update (the version)"),
+        _c("first_seen", T.TIMESTAMP, False, "earliest event time"),
+        _c("last_seen", T.TIMESTAMP, False, "latest event time"),
+        _c("traits", T.JSON, doc='latest value of each trait by event time: {"name": [value, time_ms, message_id, source]}'),
+        _c("updated_at", T.TIMESTAMP, False),
+    ),
+    order_by=("profile_id",),
+    key=("profile_id",),
+    version="events",
+    doc="Per profile id: event count, first and last event time, latest traits (last write wins), kept with the "
+    "events so that a profile is read by key instead of by a scan of every event.",
+)
+
+PROFILE_TABLES: tuple[Table, ...] = (PROFILE_SUMMARY,)
+
 CORE_TABLES: tuple[Table, ...] = (
     EVENTS, ORDER_LINES, PRODUCTS, PRODUCT_CHANGES, QUARANTINE, CHECKPOINTS, API_KEYS,
     IDENTITIES, PROFILE_MAP, PROFILE_MERGES, IDENTITY_CONFLICTS, SUPPRESSIONS, MATCH_CANDIDATES,
@@ -647,5 +667,5 @@ CORE_TABLES: tuple[Table, ...] = (
 )
 
 TABLES: tuple[Table, ...] = (
-    CORE_TABLES + ANALYTICS_TABLES + PREDICTION_TABLES + RECOMMENDATION_TABLES + CAMPAIGN_TABLES
+    CORE_TABLES + PROFILE_TABLES + ANALYTICS_TABLES + PREDICTION_TABLES + RECOMMENDATION_TABLES + CAMPAIGN_TABLES
 )

@@ -4,18 +4,19 @@ A profile id that was merged into another still works: it answers with the
 surviving profile (``merged_ids`` lists every id it absorbed). Personal data is
 masked for keys with the ``pii:mask`` scope.
 
-The lookup (``GET /api/v1/profiles?email=...``) answers with the identity part only
-(profile id, merged ids, identifiers); ``?include=activity`` adds traits and activity,
-which ``GET /api/v1/profiles/{id}`` always has. Those come from the profile's events,
-and events are stored in (event, timestamp) order, not by profile: each read scans the
-whole ``profile_id`` column (about 0.3 s for one profile among 10M events on two
-cores, benchmarks/bench_profiles.py), and no cheap predicate narrows it, since a
-profile's events are spread over every row group and min/max statistics skip nothing.
-So the lookup reads events only when asked to. Its own reads are point reads by
-indexed columns: the identifier (the key of ``identities``), the ids merged into the
-profile (``profile_map.canonical_id``) and the profile's identifiers
-(``identities.profile_id``), each one prepared query with parameters, rendered once
-(rendering with sqlglot costs more than DuckDB takes to answer them).
+The lookup (``GET /api/v1/profiles?email=...``) answers with the profile's first
+screen: profile id, merged ids, identifiers, traits (last write wins by event time)
+and activity (event count, first and last event); ``GET /api/v1/profiles/{id}`` adds
+computed traits and stored scores. Events are stored in (event, timestamp) order, not
+by profile, so reading one profile's events scans the whole ``profile_id`` column
+(0.3-0.7 s at 20M events on two cores): the traits and activity come instead from
+``profile_summary``, which the store keeps per profile id with the events
+(storage/profile_summary.py). Every read of the lookup is then a point read by a key
+or an indexed column: the identifier (the key of ``identities``), the ids merged into
+the profile (``profile_map.canonical_id``), the profile's identifiers
+(``identities.profile_id``) and each member id's summary row, each one prepared query
+with parameters, rendered once (rendering with sqlglot costs more than DuckDB takes
+to answer them). The timeline and computed traits still read the events.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ from opencdp.profiles import search
 from opencdp.profiles.computed import evaluate
 from opencdp.profiles.definitions import all_traits
 from opencdp.profiles.scores import scores_of
+from opencdp.storage import profile_summary
 from opencdp.storage.base import Backend, param
-from opencdp.storage.schema import IDENTITIES
+from opencdp.storage.schema import IDENTITIES, PROFILE_SUMMARY
 from opencdp.web.auth import AuthRoute, Principal, require_scope
 from opencdp.web.errors import JSONResponse
 
@@ -118,42 +120,29 @@ def _identity(backend: Backend, canonical: str, members: list[str]) -> dict[str,
     }
 
 
+def _summary_query(backend: Backend) -> exp.Expression:
+    epoch = _EPOCH_MS[backend.capabilities.dialect]
+    first, last = (exp.Anonymous(this=epoch, expressions=[exp.column(c)]) for c in ("first_seen", "last_seen"))
+    return (
+        exp.select("events", exp.alias_(first, "first_ms"), exp.alias_(last, "last_ms"), "traits")
+        .from_(backend.table_ref(PROFILE_SUMMARY))
+        .where(exp.column("profile_id").isin(param("profile_id")))  # IN: DuckDB's key lookup, as in identity/profiles.py
+    )
+
+
 def _activity(backend: Backend, members: list[str]) -> dict[str, Any]:
-    """Traits and activity (event count, first and last event time): scans the events."""
-    activity = backend.select(
-        exp.select(
-            exp.func("count", exp.Star()).as_("events"),
-            exp.func("min", exp.column("timestamp")).as_("first_seen"),
-            exp.func("max", exp.column("timestamp")).as_("last_seen"),
-        )
-        .from_("events")
-        .where(_in("profile_id", members))
-    ).to_pylist()[0]
-    return {"traits": _latest_traits(backend, members), **activity}
+    """Traits (last write wins by event time) and activity (event count, first and last event time).
+
+    Read by key from ``profile_summary``, which the store keeps with the events
+    (storage/profile_summary.py): one point read per member id, not a scan of the events.
+    """
+    rows = [row for member in members for row in backend.run_rows(_summary_query, profile_id=member)]
+    summary = profile_summary.combine(rows)
+    return {"traits": summary.traits, "events": summary.events, "first_seen": summary.first_seen, "last_seen": summary.last_seen}
 
 
 def _summary(backend: Backend, canonical: str, members: list[str]) -> dict[str, Any]:
     return {**_identity(backend, canonical, members), **_activity(backend, members)}
-
-
-def _latest_traits(backend: Backend, members: list[str]) -> dict[str, Any]:
-    """Each trait's latest value by event time (last write wins), with where and when it was set."""
-    rows = backend.select(
-        exp.select("traits", "timestamp", "source")
-        .from_("events")
-        .where(_in("profile_id", members).and_(exp.column("traits").is_(exp.null()).not_()))
-        .order_by(exp.column("timestamp"), exp.column("message_id"))
-    ).to_pylist()
-    traits: dict[str, Any] = {}
-    for row in rows:
-        try:
-            values = _decode(row["traits"])
-        except msgspec.DecodeError:
-            continue
-        if isinstance(values, dict):
-            for name, value in values.items():
-                traits[name] = {"value": value, "updated_at": row["timestamp"], "source": row["source"]}
-    return traits
 
 
 def _masked(principal: Principal, summary: dict[str, Any]) -> dict[str, Any]:
@@ -175,8 +164,8 @@ def lookup(
     include: Annotated[
         str | None,
         Query(
-            description="`activity`: also traits and activity (event count, first and last event), as "
-            "GET /api/v1/profiles/{id} has them; they are read from the profile's events, slower on large stores"
+            description="`activity`: traits and activity (event count, first and last event), as "
+            "GET /api/v1/profiles/{id} has them; always included (kept for clients that ask for them)"
         ),
     ] = None,
 ) -> Any:
@@ -206,9 +195,7 @@ def lookup(
         raise ProfileNotFound(f"no profile has {name} {raw[:80]!r}", field=name)
     owner = str(owners[0][0])
     canonical, members = resolve(backend, owner) or (owner, [owner])  # an owner without profile_map row: itself
-    found = _identity(backend, canonical, members)
-    if "activity" in extras:
-        found.update(_activity(backend, members))
+    found = _summary(backend, canonical, members)  # point reads only; `include=activity` is the default now
     return JSONResponse(_masked(principal, found))  # msgspec: no pass through FastAPI's encoder
 
 

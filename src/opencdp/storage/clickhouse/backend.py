@@ -18,14 +18,23 @@ from typing import Any
 import pyarrow as pa
 from sqlglot import exp
 
-from opencdp.storage import ddl
+from opencdp.storage import ddl, profile_summary
 from opencdp.storage.base import Backend, Capabilities, LoadBatch, LoadResult
 from opencdp.storage.clickhouse.connection import (
     DEFAULT_DATABASE,
     ClickHouseConnection,
     quote_identifier,
 )
-from opencdp.storage.schema import CHECKPOINTS, EVENTS, ORDER_LINES, QUARANTINE, Column, T, Table
+from opencdp.storage.schema import (
+    CHECKPOINTS,
+    EVENTS,
+    ORDER_LINES,
+    PROFILE_SUMMARY,
+    QUARANTINE,
+    Column,
+    T,
+    Table,
+)
 
 TYPES: dict[T, str] = {
     T.STRING: "String",
@@ -241,6 +250,19 @@ class ClickHouseBackend(Backend):
                 f"INSERT INTO events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM {new} "
                 "ORDER BY event, timestamp"
             )
+            # The events' index by profile (storage/profile_summary.py). Without transactions, a
+            # crash between the events and this insert leaves those events out of the counts.
+            stored = profile_summary.stored_events(batch.events, result.new_message_ids)
+            summary = profile_summary.update(stored, lambda ids: self._summary_rows(scratch, ids))
+            if summary.num_rows:
+                self.insert(PROFILE_SUMMARY.name, summary)
+
+    def _summary_rows(self, scratch: Callable[[str], str], profile_ids: list[str]) -> pa.Table:
+        """Stored ``profile_summary`` rows of these ids (a key range read through the ids' scratch table)."""
+        ids = scratch("summary_ids")
+        self.connection.command(f"CREATE TABLE {ids} (profile_id String) ENGINE = Memory")
+        self.insert(ids, pa.table({"profile_id": pa.array(profile_ids, pa.string())}))
+        return self.query_arrow(f"SELECT * FROM profile_summary FINAL WHERE profile_id IN (SELECT profile_id FROM {ids})")
 
     @contextmanager
     def _scratch_tables(self) -> Iterator[Callable[[str], str]]:

@@ -19,9 +19,9 @@ import pyarrow as pa
 from sqlglot import exp
 
 from opencdp.errors import StoreLockedError
-from opencdp.storage import ddl
+from opencdp.storage import ddl, profile_summary
 from opencdp.storage.base import Backend, Capabilities, LoadBatch, LoadResult, QueryBuilder
-from opencdp.storage.schema import CHECKPOINTS, Column, T, Table
+from opencdp.storage.schema import CHECKPOINTS, PROFILE_SUMMARY, Column, T, Table
 
 TYPES: dict[T, str] = {
     T.STRING: "VARCHAR",
@@ -182,6 +182,11 @@ class DuckDBBackend(Backend):
                     result.new_message_ids = [
                         r[0] for r in con.execute("SELECT message_id FROM _new_ids").fetchall()
                     ]
+                    # The events' index by profile, in the same transaction (storage/profile_summary.py).
+                    stored = profile_summary.stored_events(batch.events, result.new_message_ids)
+                    summary = profile_summary.update(stored, self._summary_rows)
+                    if summary.num_rows:
+                        self._upsert(PROFILE_SUMMARY, summary)
                 if batch.quarantine is not None and batch.quarantine.num_rows:
                     self.insert("quarantine", batch.quarantine)
                     result.quarantined = batch.quarantine.num_rows
@@ -196,6 +201,17 @@ class DuckDBBackend(Backend):
                     with contextlib.suppress(duckdb.Error):
                         con.unregister(name)
         return result
+
+    def _summary_rows(self, profile_ids: list[str]) -> pa.Table:
+        """Stored ``profile_summary`` rows of these ids (inside ``load``'s transaction)."""
+        con = self.con
+        con.register("_summary_ids", pa.table({"profile_id": pa.array(profile_ids, pa.string())}))
+        try:
+            return self.query_arrow(
+                "SELECT s.* FROM profile_summary AS s SEMI JOIN _summary_ids AS i ON s.profile_id = i.profile_id"
+            )
+        finally:
+            con.unregister("_summary_ids")
 
     def upsert(self, table: Table, data: pa.Table) -> None:
         with self._write_lock:
