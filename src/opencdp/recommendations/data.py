@@ -280,6 +280,15 @@ def read_catalogue(backend: Backend) -> Catalogue:
     return Catalogue.from_table(backend.select(query))
 
 
+def catalogue_version(backend: Backend) -> tuple[Any, ...]:
+    """What changes whenever the catalogue does (rows and their newest update): a refresh skips an unchanged one."""
+    query = exp.select(
+        exp.func("count", exp.Star()), epoch_ms(backend, exp.func("max", exp.column("updated_at")))
+    ).from_(backend.table_ref(PRODUCTS))
+    rows = backend.select(query).to_pylist()
+    return tuple(rows[0].values()) if rows else ()
+
+
 def read_popularity_counts(backend: Backend) -> dict[str, float]:
     """Purchase lines per product (one aggregate): the popularity served before any model exists."""
     count = exp.func("count", exp.Star())

@@ -46,6 +46,7 @@ from opencdp.recommendations.blocks import CONTEXT_ALGORITHMS, MAX_SIZE, Block, 
 from opencdp.recommendations.data import (
     DEFAULT_WEIGHTS,
     Catalogue,
+    catalogue_version,
     read_catalogue,
     read_interactions,
     read_popularity_counts,
@@ -124,6 +125,7 @@ class Engine:
         self._identities: tuple[str, IdentityIndex] | None = None
         """(model version, index): only used with the model it was built against."""
         self._warm: Snapshot | None = None
+        self._catalogue_version: tuple[Any, ...] = ()
         self._loading = threading.Event()
         """Set while the background thread loads or trains the first model: requests get the warm snapshot."""
         self.impressions = ImpressionLog(backend) if getattr(self.settings, "recs_record_impressions", True) else None
@@ -203,10 +205,19 @@ class Engine:
         return warm
 
     def refresh_catalogue(self) -> None:
-        """Re-read stock, prices, images and URLs, and serve products new to the catalogue (cold start)."""
+        """Re-read stock, prices, images and URLs, and serve products new to the catalogue (cold start).
+
+        Skipped when the catalogue has not changed since the last read (one aggregate
+        query): rebuilding the snapshot is Python work that competes with requests.
+        """
         snap = self._snapshot
-        if snap is not None:
-            self._swap(*self._catalogue_for(snap.model))
+        if snap is None:
+            return
+        version = catalogue_version(self.backend)
+        if version and version == self._catalogue_version:
+            return
+        self._swap(*self._catalogue_for(snap.model))
+        self._catalogue_version = version
 
     def _catalogue_for(self, model: Model) -> tuple[Model, Catalogue]:
         """The store's catalogue in the model's item order (products gone from it count as out of stock),
@@ -281,11 +292,15 @@ class Engine:
                 self._guard(self.snapshot, "initial recommendation model")
             finally:
                 self._loading.clear()
-            self._guard(self.load_identities, "loading the identity index")
-        trained_at = refreshed_at = identities_at = blocks_at = time.monotonic()
+            snap = self._snapshot
+            if snap is not None and self.identity_index(snap.model) is None:  # a training run has built it already
+                self._guard(self.load_identities, "loading the identity index")
+        trained_at = refreshed_at = identities_at = blocks_at = flushed_at = time.monotonic()
         while not self._stop.wait(1.0):
             now = time.monotonic()
-            self._flush_impressions()
+            if now - flushed_at >= 5.0:  # fewer, larger writes: each is a load the listeners see
+                flushed_at = now
+                self._flush_impressions()
             if now - blocks_at >= 5.0:
                 blocks_at = now
                 self._guard(self.load_blocks, "loading blocks")
