@@ -263,6 +263,11 @@ class Settings(BaseSettings):
     campaign_conversion_event: str = Field("Order Completed", description="The event counted as a conversion.")
     campaign_sender_batch: int = Field(500, ge=1, description="Outbox rows the sender claims per step.")
     campaign_sender_threads: int = Field(4, ge=1, description="Concurrent hand-offs to channels per sender step.")
+    campaign_webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDRs, e.g. 10.1.2.0/24) webhook steps and channels may call although they are internal: "
+        "by default loopback, private, link-local and cloud-metadata targets are refused (SSRF guard).",
+    )
     campaign_render_processes: int = Field(
         2, ge=0, description="Worker processes that render large sender batches (a broadcast) beside the sender's own; "
         "0 renders in the server's process.",

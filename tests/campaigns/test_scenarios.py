@@ -42,6 +42,8 @@ def _definition(**changes: Any) -> dict[str, Any]:
         ({"steps": [{**SEND, "next": "ghost"}]}, "steps[0].next", "not a step id"),
         ({"steps": [{"id": "w", "type": "wait", "duration": "soon"}]}, "steps[0].duration", "duration"),
         ({"trigger": {"type": "sometimes"}}, "trigger.type", "must be one of"),
+        ({"steps": [{"id": "h", "type": "webhook", "url": "http://169.254.169.254/latest/meta-data/"}, dict(SEND)]},
+         "steps[0].url", "internal address"),
     ],
 )
 def test_invalid_scenarios_are_refused_naming_the_field(backend: Backend, changes: dict[str, Any], field: str, words: str) -> None:
@@ -50,6 +52,16 @@ def test_invalid_scenarios_are_refused_naming_the_field(backend: Backend, change
         scenarios.validate(backend, channels(FakeChannel()), _definition(**changes))
     assert error.value.field is not None and error.value.field.startswith(field)
     assert words in error.value.detail
+
+
+def test_an_internal_webhook_is_allowed_only_through_the_setting(backend: Backend) -> None:
+    save_template(backend)
+    hook = {"steps": [{"id": "h", "type": "webhook", "url": "http://127.0.0.1:9/crm"}, dict(SEND)]}
+    with pytest.raises(DefinitionError):
+        scenarios.validate(backend, channels(FakeChannel()), _definition(**hook))
+    allowing = channels(FakeChannel())
+    allowing.extra["webhook_allowed_networks"] = ["127.0.0.0/8"]
+    scenarios.validate(backend, allowing, _definition(**hook))
 
 
 def _activate(backend: Backend, scenario_id: str, definition: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import logging
 import threading
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from opencdp.campaigns import outbox, store
+from opencdp.campaigns.channels import urlguard
 from opencdp.campaigns.experiments import CONTROL, assign
 from opencdp.campaigns.policy import next_local_window, zone_of
 from opencdp.campaigns.recipients import load as load_recipients
@@ -137,12 +137,14 @@ class Engine:
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         on_planned: Callable[[], None] | None = None,
         post: Callable[[str, dict[str, Any]], None] | None = None,
+        allowed_networks: Sequence[str] = (),
     ) -> None:
         self.backend = backend
         self.default_zone = default_zone
         self.clock = clock
         self.on_planned = on_planned or (lambda: None)
-        self.post = post or _post
+        self.allowed = urlguard.networks(allowed_networks)
+        self.post = post or (lambda url, body: _post(url, body, self.allowed))
         self.stats = EngineStats()
         self._queue: list[Entry] = []
         self._goals: list[tuple[str, str, dt.datetime]] = []
@@ -339,8 +341,9 @@ class Engine:
                 body = {"scenario_id": journey["scenario_id"], "profile_id": journey["profile_id"], "run": journey["run"],
                         "step_id": current, "params": params, **(step.get("body") or {})}
                 try:
+                    urlguard.check(step["url"], self.allowed)  # again at run time: DNS may answer differently now
                     self.post(step["url"], body)
-                except Exception as error:  # a webhook that is down must not stop the journey
+                except Exception as error:  # a webhook that is down (or refused) must not stop the journey
                     log.warning("scenario %s webhook %s failed: %s", journey["scenario_id"], step["url"], error)
                 current = nexts["next"]
         raise RuntimeError(f"scenario {journey['scenario_id']}: more than {_MAX_STEPS} steps without a wait")
@@ -527,8 +530,13 @@ def _due_date(value: Any, now: dt.datetime, days_before: int, annual: bool, zone
     return day if day == target else None
 
 
-def _post(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(url, data=json.dumps(body, default=str).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        response.read()
+def _post(url: str, body: dict[str, Any], allowed: Sequence[urlguard.Network] = ()) -> None:
+    """POST the step's JSON to the address the guard checked (pinned: no second DNS lookup)."""
+    import httpx
+
+    target = urlguard.pin(url, allowed)
+    extensions = {"sni_hostname": target.sni} if url.startswith("https://") else {}
+    with httpx.Client(timeout=5) as client:
+        response = client.post(target.url, content=json.dumps(body, default=str).encode(), extensions=extensions,
+                               headers={"Content-Type": "application/json", "Host": target.host_header})
+    response.raise_for_status()

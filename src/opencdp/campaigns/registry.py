@@ -61,7 +61,7 @@ class Channels:
     ) -> None:
         self.config = {name: dict(value) for name, value in config.items()}
         self.factory = factory
-        self.extra = dict(extra or {})  # e.g. the backend, for the inbox
+        self.extra = dict(extra or {})  # the backend, for the inbox; webhook_allowed_networks (urlguard)
         self.limits = {name: RateLimit(rate) for name, rate in (rate_limits or {}).items() if rate > 0}
         self._built: dict[str, Configured] = {}
         self._lock = threading.Lock()
@@ -84,6 +84,8 @@ class Channels:
                 settings = {k: v for k, v in self.config[name].items() if k not in ("kind", "consent_channel")}
                 if kind == "inbox":
                     settings.setdefault("backend", self.extra.get("backend"))
+                if kind in ("webhook", "cascade"):  # the installation's SSRF allowance (urlguard)
+                    settings.setdefault("allowed_networks", list(self.extra.get("webhook_allowed_networks") or ()))
                 try:
                     channel = self.factory(kind, settings)
                 except ChannelConfigError as error:

@@ -29,10 +29,13 @@ class CampaignRuntime:
     def __init__(self, backend: Backend, settings: Any, *, channels: Channels | None = None) -> None:
         self.backend = backend
         self.settings = settings
-        self.channels = channels or Channels(settings.campaign_channels, settings.campaign_rate_limits, extra={"backend": backend})
+        allowed = list(settings.campaign_webhook_allowed_networks)
+        self.channels = channels or Channels(settings.campaign_channels, settings.campaign_rate_limits,
+                                             extra={"backend": backend, "webhook_allowed_networks": allowed})
         self.signer = Signer.for_data_dir(settings.data_dir, settings.campaign_secret)
         self.sender = Sender(backend, self.channels, self.signer, SenderOptions.from_settings(settings))
-        self.engine = Engine(backend, default_zone=settings.campaign_timezone, on_planned=self.wake_sender)
+        self.engine = Engine(backend, default_zone=settings.campaign_timezone, on_planned=self.wake_sender,
+                             allowed_networks=allowed)
         self._send_wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

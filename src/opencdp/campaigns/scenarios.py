@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opencdp.campaigns.broadcast import _clock_text, check_segment, check_template
+from opencdp.campaigns.channels import urlguard
 from opencdp.campaigns.registry import Channels
 from opencdp.campaigns.store import DefinitionError
 from opencdp.consent.model import TRANSACTIONAL, topic_of
@@ -186,6 +187,10 @@ def _step(backend: Backend, channels: Channels, step: dict[str, Any], i: int, st
         url = step.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise DefinitionError(f"`{field}.url` must be an http(s) URL", field=f"{field}.url")
+        try:
+            urlguard.check(url, urlguard.networks(channels.extra.get("webhook_allowed_networks") or ()))
+        except urlguard.UnsafeUrl as error:
+            raise DefinitionError(f"`{field}.url` {error}", field=f"{field}.url") from None
     ids = {s["id"] for s in steps}
     for name, target in successors(step, i, steps):
         if target is not None and target not in ids:

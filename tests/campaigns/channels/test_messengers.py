@@ -156,11 +156,13 @@ def test_viber_status_codes_inside_http_200(provider: FakeProvider, status: int,
 # -- Webhook ------------------------------------------------------------------------------------
 
 SECRET = "whsec_0123456789abcdef"
+LOCAL = ["127.0.0.0/8"]
+"""The local fake provider is an internal address: allowed on purpose, as the setting documents."""
 
 
 def test_webhook_is_signed_and_verifiable(provider: FakeProvider) -> None:
     provider.responder = lambda r: (204, {}, b"")
-    channel = build_channel("webhook", {"secret": SECRET, "headers": {"X-Team": "crm"}})
+    channel = build_channel("webhook", {"secret": SECRET, "headers": {"X-Team": "crm"}, "allowed_networks": LOCAL})
     url = provider.url + "/hook"
     result = channel.send(message("webhook", url, data={"order_id": "o-1", "items": [1, 2]}))
     assert result.status == "delivered"
@@ -192,9 +194,38 @@ def test_webhook_signature_replay_window_and_rotation() -> None:
 @pytest.mark.parametrize(("status", "expected"), [(410, "permanent"), (429, "transient"), (500, "transient")])
 def test_webhook_errors(provider: FakeProvider, status: int, expected: str) -> None:
     provider.responder = lambda r: (status, {"Retry-After": "2"}, b"no")
-    result = build_channel("webhook", {"secret": SECRET}).send(message("webhook", provider.url))
+    result = build_channel("webhook", {"secret": SECRET, "allowed_networks": LOCAL}).send(message("webhook", provider.url))
     assert result.status == expected
     assert build_channel("webhook", {"secret": SECRET}).send(message("webhook", "ftp://x")).status == "permanent"
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:{port}/hook", "http://localhost:{port}/hook", "http://[::1]:{port}/hook", "http://10.1.2.3/x",
+    "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:{port}/", "http://0.0.0.0:{port}/",
+    "http://metadata.google.internal/computeMetadata/v1/", "http://100.64.0.1/", "http://[fd00:ec2::254]/",
+])
+def test_webhook_refuses_internal_targets(provider: FakeProvider, url: str) -> None:
+    """SSRF: loopback, private, link-local, metadata and mapped forms are refused at send time; nothing arrives."""
+    provider.responder = lambda r: (204, {}, b"")
+    target = url.format(port=provider.url.rsplit(":", 1)[1])
+    result = build_channel("webhook", {"secret": SECRET}).send(message("webhook", target))
+    assert result.status == "permanent" and "internal address" in result.error
+    assert provider.requests == []
+
+
+def test_webhook_url_refused_at_configuration_unless_allowed() -> None:
+    from opencdp.campaigns.channels import urlguard
+
+    with pytest.raises(ChannelConfigError) as error:
+        build_channel("webhook", {"secret": SECRET, "url": "http://192.168.1.10/hook"})
+    assert error.value.field == "url" and "campaign_webhook_allowed_networks" in error.value.detail
+    build_channel("webhook", {"secret": SECRET, "url": "http://192.168.1.10/hook", "allowed_networks": ["192.168.1.0/24"]})
+    with pytest.raises(ChannelConfigError) as bad:
+        build_channel("webhook", {"secret": SECRET, "allowed_networks": ["not a network"]})
+    assert bad.value.field == "allowed_networks"
+    urlguard.check("https://hooks.unresolvable.example/x")  # unknown names pass validation; the send checks again
+    pinned = urlguard.pin("http://127.0.0.1:81/a?b=1", urlguard.networks(LOCAL))
+    assert (pinned.url, pinned.host_header) == ("http://127.0.0.1:81/a?b=1", "127.0.0.1:81")
 
 
 def test_http_date_retry_after() -> None:

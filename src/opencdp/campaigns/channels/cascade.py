@@ -65,6 +65,8 @@ class Cascade(Channel):
             step_config = dict(step.get("config", {}))
             if "backend" in config:
                 step_config.setdefault("backend", config["backend"])
+            if step["kind"] == "webhook" and "allowed_networks" in config:
+                step_config.setdefault("allowed_networks", config["allowed_networks"])
             steps.append(CascadeStep(build_channel(step["kind"], step_config), float(step.get("wait_s", 0))))
         receipts = config.get("receipts") or RECEIPTS
         if not isinstance(receipts, ReceiptRegistry):

@@ -6,6 +6,11 @@ Headers: ``OpenCDP-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.
 text, which makes a captured request useless after the tolerance window (replay protection);
 :func:`verify_signature` is what a receiver runs. ``Message.to`` is the URL; when it is empty the
 channel's configured ``url`` is used. A 2xx answer means the receiver has it: ``delivered``.
+
+Targets inside the installation's networks are refused (``urlguard``: loopback, private,
+link-local, metadata), at configuration for ``url`` and at every send, where the name is
+resolved, checked and the request pinned to the checked address; ``allowed_networks`` (CIDRs,
+from ``Settings.campaign_webhook_allowed_networks``) lets chosen internal receivers through.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opencdp.campaigns.channels import _http
+from opencdp.campaigns.channels import _http, urlguard
 from opencdp.campaigns.channels.base import (
     Channel,
     ChannelConfigError,
@@ -76,9 +81,10 @@ class WebhookChannel(Channel):
     name = "webhook"
 
     def __init__(self, secret: str, *, url: str | None = None, headers: Mapping[str, str] | None = None,
-                 config: Mapping[str, Any] | None = None) -> None:
+                 config: Mapping[str, Any] | None = None, allowed_networks: tuple[urlguard.Network, ...] = ()) -> None:
         self.secret = secret
         self.url = url
+        self.allowed = allowed_networks
         self.headers = dict(headers or {})
         self.client = _http.make_client(config or {}, self.name)
 
@@ -87,7 +93,17 @@ class WebhookChannel(Channel):
         secret = str(require(config, "secret", "webhook", "the shared secret the receiver verifies signatures with"))
         if len(secret) < 16:
             raise ChannelConfigError("webhook channel: secret must be at least 16 characters", field="secret")
-        return cls(secret, url=config.get("url"), headers=config.get("headers"), config=config)
+        try:
+            allowed = urlguard.networks(config.get("allowed_networks") or ())
+        except urlguard.UnsafeUrl as error:
+            raise ChannelConfigError(f"webhook channel: allowed_networks: {error}", field="allowed_networks") from None
+        url = config.get("url")
+        if url:
+            try:
+                urlguard.check(str(url), allowed)
+            except urlguard.UnsafeUrl as error:
+                raise ChannelConfigError(f"webhook channel: url {error}", field="url") from None
+        return cls(secret, url=url, headers=config.get("headers"), config=config, allowed_networks=allowed)
 
     @staticmethod
     def body(message: Message) -> bytes:
@@ -98,13 +114,22 @@ class WebhookChannel(Channel):
         }, separators=(",", ":"), default=str).encode()
 
     def send(self, message: Message) -> SendResult:
-        url = message.to or self.url
+        # ``to`` is the URL when the message names one; a campaign's webhook channel sends to its ``url``
+        url = message.to if message.to.startswith(("http://", "https://")) or not self.url else self.url
         if not url or not url.startswith(("http://", "https://")):
             return SendResult.permanent(f"webhook address {url!r} is not an http(s) URL")
+        try:
+            target = urlguard.pin(url, self.allowed)
+        except urlguard.UnsafeUrl as error:
+            return SendResult.permanent(f"refused: {error}")
+        except OSError as error:
+            return SendResult.transient(f"cannot resolve {url}: {error}")
         body = self.body(message)
         headers = {**self.headers, **message.headers, "Content-Type": "application/json",
-                   "Idempotency-Key": message.message_id, SIGNATURE_HEADER: sign(self.secret, body)}
-        response = _http.post(self.client, url, content=body, headers=headers)
+                   "Idempotency-Key": message.message_id, SIGNATURE_HEADER: sign(self.secret, body),
+                   "Host": target.host_header}
+        extensions = {"sni_hostname": target.sni} if url.startswith("https://") else {}
+        response = _http.post(self.client, target.url, content=body, headers=headers, extensions=extensions)
         if isinstance(response, SendResult):
             return response
         if response.is_success:
