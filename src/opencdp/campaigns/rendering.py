@@ -28,12 +28,12 @@ import msgspec
 
 from opencdp.campaigns import context as contexts
 from opencdp.campaigns import templates, tracking
-from opencdp.campaigns.channels.base import Message, SendResult
+from opencdp.campaigns.channels.base import NOT_SENT, Message, SendResult
 from opencdp.campaigns.recipients import Recipient
 from opencdp.campaigns.tracking import Links, MessageRef, Signer
 
 _decode = msgspec.json.Decoder().decode
-OWN = "not sent: "
+OWN = NOT_SENT
 """Prefix of failures found before the hand-off (a template error): not the address's fault, never suppressed."""
 ROW_FIELDS = ("message_id", "campaign_id", "step_id", "profile_id", "variant", "channel", "template_id", "topic",
               "transactional", "params", "address")

@@ -32,6 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opencdp.campaigns.channels import ChannelConfigError, build_channel
+from opencdp.campaigns.channels.base import NOT_SENT
 from opencdp.campaigns.channels.dkim import relaxed_body, relaxed_header, split_message
 from opencdp.campaigns.channels.mime import encode_words
 from opencdp.campaigns.channels.smtp import SmtpChannel
@@ -406,3 +407,36 @@ def test_encoded_words_decode_to_the_text(text: str) -> None:
         assert all(len(word) <= 75 for word in encoded.split("\r\n "))
         decoded = str(make_header(decode_header(encoded.replace("\r\n ", " "))))
         assert decoded == text
+
+
+def test_internationalised_addresses_with_and_without_smtputf8() -> None:
+    """IDNA domains go everywhere; a non-ASCII local part needs SMTPUTF8, else a per-recipient failure."""
+    for utf8 in (True, False):
+        for recorder in (Recorder(), PipeliningRecorder()):
+            controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=utf8)
+            controller.start()
+            try:
+                with plain(controller.port) as channel:
+                    batch = [message("email", "иван@пример.рф", message_id="u1"),
+                             message("email", "anna@пример.рф", message_id="u2"),
+                             message("email", "plain@example.org", message_id="u3"),
+                             message("email", "bad@exa mple..рф", message_id="u4")]
+                    results = channel.send_many(batch)
+                    single = channel.send(message("email", "ёлка@пример.рф", message_id="u5"))
+            finally:
+                controller.stop()
+            got = sorted(r for e in recorder.received for r in e.rcpt_tos)
+            assert results[1].status == results[2].status == "sent"
+            assert results[3].status == "permanent"
+            if utf8:
+                assert results[0].status == "sent" and single.status == "sent"
+                assert got == sorted(["иван@xn--e1afmkfd.xn--p1ai", "anna@xn--e1afmkfd.xn--p1ai", "plain@example.org",
+                                      "ёлка@xn--e1afmkfd.xn--p1ai"])
+                envelope = next(e for e in recorder.received if e.rcpt_tos == ["иван@xn--e1afmkfd.xn--p1ai"])
+                assert "SMTPUTF8" in [o.upper() for o in envelope.mail_options]
+                parsed = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
+                assert parsed["To"] == "иван@xn--e1afmkfd.xn--p1ai"
+            else:
+                for refused in (results[0], single):
+                    assert refused.status == "permanent" and refused.error.startswith(NOT_SENT) and "SMTPUTF8" in refused.error
+                assert got == ["anna@xn--e1afmkfd.xn--p1ai", "plain@example.org"]

@@ -33,6 +33,9 @@ from typing import Any, ClassVar, Literal
 from opencdp.errors import ConfigError
 
 Status = Literal["sent", "delivered", "transient", "permanent"]
+NOT_SENT = "not sent: "
+"""Prefix of a permanent error that is not the address's fault (a template error, a server that cannot
+carry this address): the sender never suppresses the address for it."""
 STATUSES: tuple[str, ...] = ("sent", "delivered", "transient", "permanent")
 
 

@@ -47,8 +47,26 @@ def address(name: str | None, addr: str) -> str:
     return formataddr((clean(name), clean(addr)), charset="utf-8") if name else clean(addr)
 
 
+def mailbox(addr: str) -> str:
+    """The address as it goes on the wire: an internationalised domain in its IDNA (``xn--``) form.
+
+    Only a non-ASCII local part is left that needs SMTPUTF8 (RFC 6531); ``ValueError`` when the
+    domain is not a valid IDNA name.
+    """
+    local, _, domain = addr.rpartition("@")
+    if not local or not domain:
+        raise ValueError(f"{addr!r} is not an e-mail address")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError as error:
+            raise ValueError(f"the domain of {addr!r} is not a valid internationalised domain name ({error})") from None
+    return f"{local}@{domain}"
+
+
 def header_block(headers: Iterable[tuple[str, str]]) -> bytes:
-    return b"".join(f"{name}: {value}".encode("ascii") + CRLF for name, value in headers)
+    """Header lines; values are ASCII except an internationalised address (UTF-8 as RFC 6532 allows)."""
+    return b"".join(f"{name}: {value}".encode() + CRLF for name, value in headers)
 
 
 def body_part(text: str, subtype: str) -> tuple[bytes, bytes]:

@@ -17,6 +17,12 @@ SMTP replies map to results: 2xx sent; 4xx (greylisting, mailbox busy) transient
 recipient or the data permanent; connection errors and timeouts transient. A refused login or
 sender is transient with a long wait: it is the sender's problem, the recipient must not be
 suppressed for it.
+
+Addresses: an internationalised domain (``пример.рф``) is sent in its IDNA form, which every
+server accepts; a non-ASCII local part (``иван@пример.рф``) needs the server's ``SMTPUTF8``
+(RFC 6531): the envelope carries ``SMTPUTF8`` and the ``To`` header is UTF-8 (RFC 6532). A server
+without it gets nothing for that recipient, whose result is a permanent ``not sent:`` error
+(not the address's fault: it is never suppressed for it); the rest of the batch goes as usual.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 
 from opencdp.campaigns.channels import mime
 from opencdp.campaigns.channels.base import (
+    NOT_SENT,
     Channel,
     ChannelConfigError,
     Message,
@@ -231,17 +238,31 @@ class SmtpChannel(Channel):
             self._cond.notify()
 
     # -- sending -------------------------------------------------------------------------------------
-    def _prepare(self, message: Message) -> bytes | SendResult:
+    def _prepare(self, message: Message) -> tuple[Message, bytes] | SendResult:
+        """The message with its address in wire form (IDNA domain), and its bytes; or why it cannot go."""
         if "@" not in message.to or any(c in message.to for c in "\r\n<> "):
             return SendResult.permanent(f"{message.to!r} is not an e-mail address")
         try:
-            return self.build(message)
+            to = mime.mailbox(message.to)
+        except ValueError as e:
+            return SendResult.permanent(str(e))
+        if to != message.to:
+            message = dataclasses.replace(message, to=to)
+        try:
+            return message, self.build(message)
         except (ValueError, TypeError) as e:
             return SendResult.permanent(f"message cannot be built: {e}")
 
     def send(self, message: Message) -> SendResult:
-        raw = self._prepare(message)
-        return raw if isinstance(raw, SendResult) else self._send_raw(message, raw)
+        prepared = self._prepare(message)
+        return prepared if isinstance(prepared, SendResult) else self._send_raw(*prepared)
+
+    def _no_smtputf8(self, smtp: smtplib.SMTP, message: Message) -> SendResult | None:
+        """The result for a non-ASCII address on a server without SMTPUTF8 (None: it can go)."""
+        if (self.return_path + message.to).isascii() or smtp.has_extn("smtputf8"):
+            return None
+        return SendResult.permanent(f"{NOT_SENT}{message.to!r} needs SMTPUTF8 (RFC 6531), which the SMTP server "
+                                    f"{self.settings.host} does not offer")
 
     def _connect(self) -> tuple[_Connection, bool] | SendResult:
         try:
@@ -275,8 +296,12 @@ class SmtpChannel(Channel):
         The result is None when the connection died mid-transaction. The caller hands the
         connection back (``_release``) or drops it (``_discard``) accordingly.
         """
+        refused = self._no_smtputf8(conn.smtp, message)
+        if refused is not None:
+            return refused, True
+        options = [] if (self.return_path + message.to).isascii() else ["SMTPUTF8", "BODY=8BITMIME"]
         try:
-            conn.smtp.sendmail(self.return_path, [message.to], raw)
+            conn.smtp.sendmail(self.return_path, [message.to], raw, mail_options=options)
         except smtplib.SMTPRecipientsRefused as e:
             code, text = e.recipients.get(message.to, (550, b"recipient refused"))
             return _by_code(code, f"recipient refused: {code} {_text(text)}"), True
@@ -308,11 +333,11 @@ class SmtpChannel(Channel):
         results: list[SendResult | None] = [None] * len(messages)
         todo: list[tuple[int, Message, bytes]] = []
         for i, m in enumerate(messages):
-            raw = self._prepare(m)
-            if isinstance(raw, SendResult):
-                results[i] = raw
+            prepared = self._prepare(m)
+            if isinstance(prepared, SendResult):
+                results[i] = prepared
             else:
-                todo.append((i, m, raw))
+                todo.append((i, *prepared))
         shares = min(self.pool_size, len(todo))
         if shares:
             size = -(-len(todo) // shares)
@@ -339,6 +364,11 @@ class SmtpChannel(Channel):
         out: list[tuple[int, SendResult]] = []
         left = list(items)
         if conn.smtp.has_extn("pipelining"):
+            refused = [(i, r) for i, m, _ in left if (r := self._no_smtputf8(conn.smtp, m)) is not None]
+            if refused:
+                out += refused
+                skip = {i for i, _ in refused}
+                left = [item for item in left if item[0] not in skip]
             while left:
                 group, left = left[:PIPELINE_GROUP], left[PIPELINE_GROUP:]
                 settled, broken = send_pipelined(conn.smtp, self.return_path, [(m.to, raw) for _, m, raw in group],
