@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opencdp.campaigns import receipt_store
 from opencdp.campaigns.channels.base import Channel, ChannelConfigError, build_channel
 from opencdp.campaigns.recipients import CONSENT_CHANNEL
 from opencdp.campaigns.store import DefinitionError
@@ -84,6 +85,10 @@ class Channels:
                 settings = {k: v for k, v in self.config[name].items() if k not in ("kind", "consent_channel")}
                 if kind == "inbox":
                     settings.setdefault("backend", self.extra.get("backend"))
+                if kind == "cascade" and self.extra.get("backend") is not None:
+                    # receipts in the store: one that reaches another worker still ends the wait
+                    settings.setdefault("receipts", receipt_store.for_backend(self.extra["backend"]))
+                    settings.setdefault("backend", self.extra["backend"])
                 if kind in ("webhook", "cascade"):  # the installation's SSRF allowance (urlguard)
                     settings.setdefault("allowed_networks", list(self.extra.get("webhook_allowed_networks") or ()))
                 try:

@@ -637,7 +637,26 @@ INBOX = Table(
     doc="In-app inbox messages (channel inbox), per profile.",
 )
 
-CAMPAIGN_TABLES: tuple[Table, ...] = (CAMPAIGN_DEFINITIONS, OUTBOX, JOURNEYS, INBOX)
+MESSAGE_RECEIPTS = Table(
+    "message_receipts",
+    (
+        _c("provider_message_id", T.STRING, False, "the id the provider gave the message (SMS sid, Viber token, Message-ID)"),
+        _c("status", T.LOW_CARD, False, "sent, delivered, read, deferred, failed or complained"),
+        _c("permanent", T.BOOL, False, "a failure that says the address is dead"),
+        _c("error", T.STRING),
+        _c("recipient", T.STRING),
+        _c("provider_at", T.FLOAT, doc="unix seconds the provider gave, when it gave one"),
+        _c("received_at", T.TIMESTAMP, False, "when the receipt arrived"),
+        _c("version", T.TIMESTAMP, False,
+           "received_at, a year later for final statuses: a late 'sent' never replaces a 'delivered'"),
+    ),
+    order_by=("provider_message_id",),
+    key=("provider_message_id",),
+    version="version",
+    doc="The latest delivery receipt per provider message id, shared by every worker (cascades wait on it).",
+)
+
+CAMPAIGN_TABLES: tuple[Table, ...] = (CAMPAIGN_DEFINITIONS, OUTBOX, JOURNEYS, INBOX, MESSAGE_RECEIPTS)
 
 # -- profiles (issue 3): the events' index by profile, kept by Backend.load (storage/profile_summary.py) --
 PROFILE_SUMMARY = Table(

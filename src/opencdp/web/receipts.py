@@ -19,8 +19,9 @@ Who may post them, per channel kind (what each provider itself offers):
 
 A channel that is a cascade takes the receipts of its steps at ``/m/receipts/{cascade}/{step kind}``.
 
-Every parsed receipt goes to the process's :data:`~opencdp.campaigns.channels.receipts.RECEIPTS`
-registry (a cascade waiting for a delivery wakes up) and to :func:`opencdp.campaigns.feedback.apply`
+Every parsed receipt goes to the store's receipt registry (``opencdp.campaigns.receipt_store``: a
+cascade waiting for a delivery in any worker wakes up), the process's
+:data:`~opencdp.campaigns.channels.receipts.RECEIPTS`, and :func:`opencdp.campaigns.feedback.apply`
 (events, outbox state, suppressions); one naming only an address that left the channel (Viber's
 ``unsubscribed``) goes to :func:`~opencdp.campaigns.feedback.left_channel` (a consent opt-out). A
 receipt naming a message we do not know is accepted and counted as ``unknown``: a provider would
@@ -43,7 +44,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from opencdp.campaigns import feedback
+from opencdp.campaigns import feedback, receipt_store
 from opencdp.campaigns.channels import receipts as parse
 from opencdp.campaigns.channels.receipts import Receipt
 from opencdp.campaigns.channels.webhook import SIGNATURE_HEADER, SignatureError, verify_signature
@@ -230,10 +231,12 @@ async def _receive(request: Request, channel: str, step: str | None) -> dict[str
     else:
         check_mail_secret(request, config, channel, body)
         found = mail_receipts(_non_empty(body))
-    for receipt in found:
-        if receipt.provider_message_id:
-            parse.RECEIPTS.record(receipt)
     backend = request.app.state.backend
+    known = [r for r in found if r.provider_message_id]
+    for receipt in known:
+        parse.RECEIPTS.record(receipt)  # cascades in this process built without a store
+    if known:  # and in the store, where a cascade waiting in any worker finds it
+        await run_in_threadpool(receipt_store.record_all, backend, known)
     counts: dict[str, int] = await run_in_threadpool(feedback.apply, backend, kind, [r for r in found if r.provider_message_id])
     counts["unsubscribed"] = await run_in_threadpool(feedback.left_channel, backend, kind, found)
     return counts
