@@ -1,6 +1,6 @@
 """Segments on the demo shop at scale: one typical segment, 100 segments refreshed, a preview, real time.
 
-The demo shop (``opencdp demo generate``) is generated once per size under
+The demo shop (``opencdp demo generate``) is built once per size by ``_shop.shop_store`` under
 ``bench-data/segments-<customers>/demo`` and loaded straight into a DuckDB store with
 SQL (events with their typed columns, order lines from ``products[]``, POS orders,
 CRM customers as identify events, the catalogue): profiles are assigned by user id,
@@ -38,9 +38,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _shop import private_copy
+
 from opencdp.config import Settings
-from opencdp.demo.config import DemoConfig
-from opencdp.demo.generator import generate
 from opencdp.segments import membership, store
 from opencdp.segments.realtime import RealtimeSegments
 from opencdp.segments.sql import members
@@ -267,19 +269,11 @@ def main() -> None:
     parser.add_argument("--memory-limit", default="4GB")
     args = parser.parse_args()
     work = ROOT / f"segments-{args.customers}"
-    demo = work / "demo"
-    if not (demo / "customers.csv").exists():
-        took, _ = timed(lambda: generate(demo, DemoConfig(customers=args.customers)))
-        print(f"generated the demo shop ({args.customers:,} customers) in {took:.0f} s")
     store_dir = work / "store"
+    private_copy(args.customers, store_dir)  # the shared shop, built once; this benchmark writes to its own copy
     settings = Settings(data_dir=store_dir, duckdb_memory_limit=args.memory_limit)
-    fresh = not (store_dir / "opencdp.duckdb").exists() and not any(store_dir.glob("*.duckdb"))
     backend = open_backend(settings)
     try:
-        if fresh:
-            backend.create_schema()
-            took, counts = timed(lambda: load_store(backend, demo))
-            print(f"loaded {counts} in {took:.0f} s")
         for old in store.list_segments(backend):  # a previous run's segments, memberships and their events
             store.delete(backend, old.segment_id)
         for statement in ("DELETE FROM segment_members", "DELETE FROM segment_sizes", "DELETE FROM events WHERE source = 'segments'"):

@@ -153,8 +153,7 @@ def test_birthday_segment_entry_and_webhook(backend: Backend) -> None:
     from opencdp.segments import membership
     from opencdp.segments import store as segments
 
-    load(backend, [person("bday", birthday="1990-06-04", first_name="Ira"), person("other", birthday="1990-07-04"),
-                   person("vip", tier="gold")])
+    load(backend, [person("bday", birthday="1990-06-04", first_name="Ira"), person("other", birthday="1990-07-04")])
     save_template(backend)
     _activate(backend, "bd", {"trigger": {"type": "date", "trait": "birthday", "days_before": 3},
                               "steps": [dict(SEND)]})
@@ -166,6 +165,8 @@ def test_birthday_segment_entry_and_webhook(backend: Backend) -> None:
     engine._segment_mark = NOW - dt.timedelta(days=3650)
     segment = segments.get(backend, "gold")
     assert segment is not None
+    membership.refresh(backend, segment, dt.datetime.now(dt.UTC))  # the baseline: nobody is gold yet
+    load(backend, [person("vip", tier="gold")])
     membership.refresh(backend, segment, dt.datetime.now(dt.UTC))  # writes Segment Entered for vip
     engine.clock = lambda: dt.datetime.now(dt.UTC)
     engine.tick()

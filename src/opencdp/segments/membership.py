@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from opencdp.segments.ast import params_used
-from opencdp.segments.sql import Catalogue, members
+from opencdp.segments.sql import Catalogue, member_ids, members
 from opencdp.segments.store import DYNAMIC, Segment, catalogue
 from opencdp.storage.base import Backend, LoadBatch
 from opencdp.storage.schema import (
@@ -48,6 +48,8 @@ class Change:
     alerts: list[str] = field(default_factory=list)
     parametric: bool = False
     """The segment has ``$parameters``: its members depend on the binding, so none are stored."""
+    complete: bool = False
+    """Every profile was evaluated: ``size`` is the segment's size (no count needed)."""
 
 
 def stored_members(backend: Backend, segment_id: str, profiles: Iterable[str] | None = None) -> set[str]:
@@ -135,19 +137,31 @@ def diff(
         return Change(segment.segment_id, parametric=True)
     known = known or catalogue(backend)
     if profiles is None:
-        now_in = members(evaluate_on or backend, segment.tree, now, catalogue=known)
-        if before is None:
-            before = stored_members(backend, segment.segment_id)
+        # everyone: compared in Arrow (a first refresh of a big segment has millions of members)
+        found = member_ids(evaluate_on or backend, segment.tree, now, catalogue=known)
+        stored = pa.array(sorted(before), pa.string()) if before is not None else stored_member_ids(backend, segment.segment_id)
+        entered = found.filter(pc.invert(pc.is_in(found, value_set=stored)))
+        exited = stored.filter(pc.invert(pc.is_in(stored, value_set=found)))
+        return Change(segment.segment_id, sorted(entered.to_pylist()), sorted(exited.to_pylist()), size=len(found), complete=True)
+    ids = ids if ids is not None else canonical(backend, profiles)
+    current = sorted(set(ids.values()))
+    if evaluate_on is not None:  # it holds just these profiles: no restriction to compile in
+        now_in = members(evaluate_on, segment.tree, now, catalogue=known) & set(current)
     else:
-        ids = ids if ids is not None else canonical(backend, profiles)
-        current = sorted(set(ids.values()))
-        if evaluate_on is not None:  # it holds just these profiles: no restriction to compile in
-            now_in = members(evaluate_on, segment.tree, now, catalogue=known) & set(current)
-        else:
-            now_in = members(backend, segment.tree, now, catalogue=known, profiles=current)
-        if before is None:  # merged-away ids are looked at too, so that they leave the segment
-            before = stored_members(backend, segment.segment_id, set(ids) | set(current))
+        now_in = members(backend, segment.tree, now, catalogue=known, profiles=current)
+    if before is None:  # merged-away ids are looked at too, so that they leave the segment
+        before = stored_members(backend, segment.segment_id, set(ids) | set(current))
     return Change(segment.segment_id, sorted(now_in - before), sorted(before - now_in))
+
+
+def stored_member_ids(backend: Backend, segment_id: str) -> pa.Array:
+    """All stored members of a segment, as an Arrow array."""
+    query = (
+        exp.select("profile_id")
+        .from_(backend.table_ref(SEGMENT_MEMBERS))
+        .where(exp.and_(exp.column("segment_id").eq(exp.Literal.string(segment_id)), exp.column("member").eq(exp.true())))
+    )
+    return backend.select(query).column("profile_id").combine_chunks().cast(pa.string())
 
 
 def stored_for(backend: Backend, profiles: Iterable[str]) -> dict[str, set[str]]:
@@ -174,24 +188,38 @@ def apply(
     trigger: str = "refresh",
     alerts: bool = True,
 ) -> None:
-    """Store the changes of several segments at once: memberships and events, sizes, alerts."""
-    _write(backend, changes, now)
-    points = []
-    for segment, change, _ in changes:
+    """Store the changes of several segments at once: memberships and events, sizes, alerts.
+
+    A segment's first evaluation of everyone sets its baseline: the membership rows and a
+    size point, but no ``Segment Entered`` per member (as RFM's first run writes no cell
+    changes). A segment of a million people would otherwise add a million events that say
+    only "this segment was created", and a scenario triggered by entering it would greet
+    everyone already in it rather than those who enter from now on.
+    """
+    points, announced = [], []
+    for segment, change, reason in changes:
         if trigger == "realtime" and not (change.entered or change.exited):
             continue
         previous = last_size(backend, segment.segment_id)
-        change.size = size(backend, segment.segment_id)
+        if change.complete:
+            pass  # change.size counted every member already
+        elif previous is not None:
+            change.size = previous + len(change.entered) - len(change.exited)
+        else:
+            change.size = size(backend, segment.segment_id) + len(change.entered) - len(change.exited)
+        announced.append((segment, change, reason) if previous is not None or not change.complete else (segment, change, ""))
         points.append(_size_row(segment.segment_id, now, change, trigger))
         if alerts:
             change.alerts = check_alerts(segment, previous, change.size)
+    _write(backend, announced, now)
     if points:
         backend.insert(SEGMENT_SIZES.name, pa.Table.from_pylist(points, schema=SEGMENT_SIZES.arrow_schema))
 
 
 def _write(backend: Backend, changes: Sequence[tuple[Segment, Change, str]], now: dt.datetime) -> None:
     """Segment Entered / Exited events, then the membership rows, built column-wise (a first
-    refresh can change a million memberships).
+    refresh can change a million memberships). A change without a reason (a baseline) writes
+    the rows only.
 
     Events go first: a crash in between leaves the change to be found (and its events
     written) again on the next evaluation, rather than lost.
@@ -204,9 +232,10 @@ def _write(backend: Backend, changes: Sequence[tuple[Segment, Change, str]], now
     ]
     if not parts:
         return
-    events = pa.concat_tables([_events(segment, name, ids, now, reason) for segment, name, ids, reason in parts])
-    # the ids are made from (segment, profile, change, now): only a retry of this very write can repeat one
-    backend.record_events(LoadBatch(events, ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=1)))
+    told = [_events(segment, name, ids, now, reason) for segment, name, ids, reason in parts if reason]
+    if told:
+        # the ids are made from (segment, profile, change, now): only a retry of this very write can repeat one
+        backend.record_events(LoadBatch(pa.concat_tables(told), ORDER_LINES.empty(), dedupe_since=now - dt.timedelta(minutes=1)))
     members = pa.concat_tables(
         [
             SEGMENT_MEMBERS.filled(
@@ -229,6 +258,7 @@ def clear(backend: Backend, segment_id: str, now: dt.datetime) -> int:
     if ids:
         rows = [{"segment_id": segment_id, "profile_id": p, "member": False, "since": now, "updated_at": now} for p in ids]
         backend.upsert(SEGMENT_MEMBERS, pa.Table.from_pylist(rows, schema=SEGMENT_MEMBERS.arrow_schema))
+    record_size(backend, segment_id, now, Change(segment_id, exited=ids, size=0), "deleted")  # sizes go on from 0
     return len(ids)
 
 
