@@ -68,8 +68,11 @@ def anchor_events(name: str) -> Sequence[str]:
     return ANCHORS.get(name, (name,))
 
 
+# Cohort queries never return a profile: they group and join on ``Engine.key`` of the canonical id.
+
+
 def _firsts(engine: Engine, names: Sequence[str]) -> exp.Select:
-    source = events_of(engine, names)
+    source = events_of(engine, names, keyed=True)
     return (
         exp.select(col("profile_id"), exp.alias_(exp.Min(this=col("ts")), "first"))
         .from_(exp.alias_(exp.Subquery(this=source), "a", table=True))
@@ -80,9 +83,9 @@ def _firsts(engine: Engine, names: Sequence[str]) -> exp.Select:
 
 def _returns(engine: Engine, names: Sequence[str], start: dt.datetime, end: dt.datetime) -> exp.Select:
     if tuple(names) == ORDER_EVENTS:
-        source = orders(engine, start, end)
+        source = orders(engine, start, end, keyed=True)
         return exp.select("profile_id", "ts", "amount").from_(exp.alias_(exp.Subquery(this=source), "o", table=True))
-    return events_of(engine, names, start, end, extra=[exp.alias_(lit(0.0), "amount")])
+    return events_of(engine, names, start, end, extra=[exp.alias_(lit(0.0), "amount")], keyed=True)
 
 
 def _group(engine: Engine, split: Split | None) -> exp.Expr:
@@ -91,7 +94,7 @@ def _group(engine: Engine, split: Split | None) -> exp.Expr:
         return lit(0)
     if split.segment:
         member = (
-            exp.select("profile_id")
+            exp.select(engine.key(col("profile_id")))
             .from_(engine.backend.table_ref(SEGMENT_MEMBERS))
             .where(exp.and_(col("segment_id").eq(lit(split.segment)), col("member").eq(exp.true())))
         )
@@ -201,9 +204,9 @@ def _same_event_query(engine: Engine, names: Sequence[str], period: Period, unti
     one pass over the events, reduced to (profile, bucket) before anything is joined."""
     interval = period.interval
     if tuple(names) == ORDER_EVENTS:
-        source: exp.Select = exp.select("profile_id", "ts", "amount").from_(exp.alias_(exp.Subquery(this=orders(engine, None, until)), "o", table=True))
+        source: exp.Select = exp.select("profile_id", "ts", "amount").from_(exp.alias_(exp.Subquery(this=orders(engine, None, until, keyed=True)), "o", table=True))
     else:
-        source = events_of(engine, names, None, until, extra=[exp.alias_(lit(0.0), "amount")])
+        source = events_of(engine, names, None, until, extra=[exp.alias_(lit(0.0), "amount")], keyed=True)
     per_bucket = (
         exp.select(col("profile_id"), exp.alias_(engine.bucket(col("ts"), interval), "b"), exp.alias_(exp.Min(this=col("ts")), "first_in"),
                    exp.alias_(exp.Sum(this=col("amount")), "spent"))

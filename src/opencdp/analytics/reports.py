@@ -113,16 +113,28 @@ def base(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
         exp.Not(this=exp.In(this=col("event", "e"), expressions=[lit(n) for n in SYSTEM_EVENTS])),
     )
     identified = exp.Case().when(_not_null("user_id", "e"), col("timestamp", "e")).else_(exp.Null())
-    firsts = (
+    # people are counted, never listed: stored ids are grouped as keys (``Engine.key``) first,
+    # then the few merged ones resolved, then grouped again per canonical key
+    raw_firsts = (
         exp.select(
-            exp.alias_(canonical(), "profile_id"),
+            exp.alias_(engine.key(col("profile_id", "e")), "profile_id"),
             exp.alias_(exp.Min(this=col("timestamp", "e")), "first"),
             exp.alias_(exp.Min(this=identified), "known"),
         )
         .from_(engine.table(EVENTS, "e"))
-        .join(engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "e")), join_type="LEFT")
         .where(exp.and_(people, _not_null("profile_id", "e"), *in_range(engine, col("timestamp", "e"), None, p.end)))
-        .group_by(canonical())
+        .group_by(engine.key(col("profile_id", "e")))
+    )
+    resolved = exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "r")])
+    firsts = (
+        exp.select(
+            exp.alias_(resolved, "profile_id"),
+            exp.alias_(exp.Min(this=col("first", "r")), "first"),
+            exp.alias_(exp.Min(this=col("known", "r")), "known"),
+        )
+        .from_(_sub(raw_firsts, "r"))
+        .join(engine.redirects("m", keyed=True), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "r")), join_type="LEFT")
+        .group_by(resolved.copy())
     )
     # one query: per-profile first times (a CTE), counted per bucket in the range and before it
     parts: list[exp.Select] = []
@@ -130,13 +142,13 @@ def base(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
     for channel, kind in REACH.items():
         reach = (
             exp.select(
-                exp.alias_(exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "i")]), "profile_id"),
+                exp.alias_(engine.key(exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "i")])), "profile_id"),
                 exp.alias_(exp.Min(this=col("first_seen", "i")), "first"),
             )
             .from_(engine.table(IDENTITIES, "i"))
             .join(engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "i")), join_type="LEFT")
             .where(exp.and_(col("kind", "i").eq(lit(kind)), col("deleted", "i").eq(exp.false())))
-            .group_by(exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "i")]))
+            .group_by(engine.key(exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "i")])))
         )
         sources.append((f"reachable_{channel}", "first", reach))
     for name, column, source in sources:
@@ -180,11 +192,12 @@ def _cumulative(series: dict[str, Any], start: int, name: str) -> dict[str, Any]
 # -- activity ----------------------------------------------------------------------------------------------
 
 
-def _activity_events(engine: Engine, p: Period, *, resolve: bool = True) -> exp.Select:
-    """Canonical profile (``resolve``, else the stored one) and time of every event a person did
-    (not the platform's own events)."""
+def _activity_events(engine: Engine, p: Period, *, resolve: bool = True, keyed: bool = False) -> exp.Select:
+    """Canonical profile (``resolve``, else the stored one; ``keyed``: as ``Engine.key``) and time of
+    every event a person did (not the platform's own events)."""
+    profile = canonical() if resolve else col("profile_id", "e")
     query = (
-        exp.select(exp.alias_(canonical() if resolve else col("profile_id", "e"), "profile_id"), exp.alias_(col("timestamp", "e"), "ts"))
+        exp.select(exp.alias_(engine.key(profile) if keyed else profile, "profile_id"), exp.alias_(col("timestamp", "e"), "ts"))
         .from_(engine.table(EVENTS, "e"))
         .where(exp.and_(
             exp.In(this=col("type", "e"), expressions=[lit(t) for t in ("track", "page", "screen")]),
@@ -210,14 +223,14 @@ def activity(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
     # stored profile ids are reduced to profile-days first, and only those few rows are resolved
     raw_days = (
         exp.select(col("profile_id"), exp.alias_(engine.day_number(col("ts")), "d"), exp.alias_(exp.Min(this=col("ts")), "first_ts"))
-        .from_(_sub(_activity_events(engine, p, resolve=False), "a"))
+        .from_(_sub(_activity_events(engine, p, resolve=False, keyed=True), "a"))
         .group_by(col("profile_id"), exp.column("d"))
     )
     resolved = exp.Coalesce(this=col("canonical_id", "m"), expressions=[col("profile_id", "r")])
     days = (
         exp.select(exp.alias_(resolved, "profile_id"), col("d", "r"), exp.alias_(exp.Min(this=col("first_ts", "r")), "day_ts"))
         .from_(_sub(raw_days, "r"))
-        .join(engine.redirects("m"), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "r")), join_type="LEFT")
+        .join(engine.redirects("m", keyed=True), on=exp.EQ(this=col("profile_id", "m"), expression=col("profile_id", "r")), join_type="LEFT")
         .group_by(resolved.copy(), col("d", "r"))
     )
     parts: list[exp.Select] = []
@@ -234,14 +247,14 @@ def activity(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
         series.append(_time_series([r for r in rows if r["series"] == name], Period(p.start, p.end, interval), "n", name))
     buyers = (
         exp.select(exp.alias_(engine.bucket(col("ts"), p.interval), "b"), exp.alias_(exp.Count(this=exp.Distinct(expressions=[col("profile_id")])), "n"))
-        .from_(_sub(orders(engine, p.start, p.end), "o"))
+        .from_(_sub(orders(engine, p.start, p.end, keyed=True), "o"))
         .where(_not_null("profile_id"))
         .group_by(exp.column("b"))
     )
     series.append(_time_series(backend.rows(buyers), p, "n", "active_buyers"))
     ms = engine.epoch_ms(col("ts"))
     previous = exp.Window(this=exp.Anonymous(this="lag", expressions=[ms.copy()]), partition_by=[col("profile_id")], order=exp.Order(expressions=[exp.Ordered(this=col("ts"))]))
-    with_prev = exp.select(col("profile_id"), col("ts"), exp.alias_(ms, "ms"), exp.alias_(previous, "prev")).from_(_sub(_activity_events(engine, p), "a"))
+    with_prev = exp.select(col("profile_id"), col("ts"), exp.alias_(ms, "ms"), exp.alias_(previous, "prev")).from_(_sub(_activity_events(engine, p, keyed=True), "a"))
     starts = exp.or_(exp.Is(this=col("prev"), expression=exp.Null()), exp.GT(this=exp.Sub(this=col("ms"), expression=col("prev")), expression=lit(SESSION_GAP_MS)))
     sessions = (
         exp.select(exp.alias_(engine.bucket(col("ts"), p.interval), "b"), exp.alias_(exp.Count(this=exp.Star()), "n"))

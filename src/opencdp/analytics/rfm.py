@@ -68,6 +68,13 @@ for _name, _rs, _fs in CELLS:
         for _f in _fs:
             _GRID[_r, _f] = _name
 
+_CELL_INDEX = np.zeros(36, dtype=np.int64)
+"""The index in ``CELLS`` of each R x F square, numbered r * 6 + f."""
+for _i, (_name, _rs, _fs) in enumerate(CELLS):
+    for _r in _rs:
+        for _f in _fs:
+            _CELL_INDEX[_r * 6 + _f] = _i
+
 DEFAULT_THRESHOLDS: dict[str, list[float]] = {
     "r": [30, 90, 180, 365],
     "f": [1, 2, 3, 5],
@@ -156,16 +163,19 @@ class Scored:
         return len(self.profile_ids)
 
 
-def measures_query(engine: Engine, kind: Kind, now: dt.datetime, window_days: int | None) -> exp.Select:
+def measures_query(
+    engine: Engine, kind: Kind, now: dt.datetime, window_days: int | None, *, keyed: bool = False
+) -> exp.Select:
+    """Per-profile measures; ``keyed``: profiles as ``Engine.key`` (for counts, when no id is kept)."""
     start = now - dt.timedelta(days=window_days) if window_days else None
     if kind is ORDERS:
-        source = orders(engine, start, now)
+        source = orders(engine, start, now, keyed=keyed)
         money = exp.Sum(this=col("amount"))
     else:
         clicked = exp.In(this=col("event", "e"), expressions=[lit(n) for n in CLICK_EVENTS])
         source = events_of(
             engine, ENGAGEMENT_EVENTS, start, now,
-            extra=[exp.alias_(exp.Case().when(clicked, lit(1.0)).else_(lit(0.0)), "amount")],
+            extra=[exp.alias_(exp.Case().when(clicked, lit(1.0)).else_(lit(0.0)), "amount")], keyed=keyed,
         )  # fmt: skip
         money = exp.Sum(this=col("amount"))
     return (
@@ -181,10 +191,10 @@ def measures_query(engine: Engine, kind: Kind, now: dt.datetime, window_days: in
     )
 
 
-def measure(backend: Backend, kind: Kind, now: dt.datetime, scoring: Scoring) -> pa.Table:
+def measure(backend: Backend, kind: Kind, now: dt.datetime, scoring: Scoring, *, keyed: bool = False) -> pa.Table:
     """``profile_id, recency (days), frequency, monetary`` of every profile with orders (engagement)."""
     engine = Engine(backend)
-    return backend.select(measures_query(engine, kind, now, scoring.window_days))
+    return backend.select(measures_query(engine, kind, now, scoring.window_days, keyed=keyed))
 
 
 def score(table: pa.Table, scoring: Scoring) -> Scored:
@@ -347,24 +357,32 @@ def matrix(backend: Backend, now: dt.datetime, *, kind: str = "orders", scoring:
     """Counts and value per R x F cell, and per named cell (computed now, nothing stored)."""
     which = kind_of(kind)
     scoring = scoring or Scoring.from_settings(backend.settings)
-    scored = score(measure(backend, which, now, scoring), scoring)
+    scored = score(measure(backend, which, now, scoring, keyed=True), scoring)
+    # counts and sums per R x F square and per named cell, a bincount each (not a mask per cell)
+    square = scored.r * 6 + scored.f
+    per_square = np.bincount(square, minlength=36)
+    value_per_square = np.bincount(square, weights=scored.monetary, minlength=36)
     grid: list[dict[str, Any]] = []
     for r in range(5, 0, -1):
         for f in range(1, 6):
-            mask = (scored.r == r) & (scored.f == f)
-            grid.append({"r": r, "f": f, "cell": str(_GRID[r, f]), "profiles": int(mask.sum()),
-                         "value": round(float(scored.monetary[mask].sum()), 2)})  # fmt: skip
-    cells = scored.cells
+            grid.append({"r": r, "f": f, "cell": str(_GRID[r, f]), "profiles": int(per_square[r * 6 + f]),
+                         "value": round(float(value_per_square[r * 6 + f]), 2)})  # fmt: skip
+    names = [name for name, _, _ in CELLS]
+    cell = _CELL_INDEX[square] if len(square) else np.zeros(0, dtype=np.int64)
+    sums = {
+        what: np.bincount(cell, weights=values, minlength=len(names))
+        for what, values in (("value", scored.monetary), ("recency", scored.recency), ("frequency", scored.frequency))
+    }
+    counts = np.bincount(cell, minlength=len(names))
     named = []
-    for name, _, _ in CELLS:
-        mask = cells == name
-        count = int(mask.sum())
+    for i, name in enumerate(names):
+        count = int(counts[i])
         named.append({
             "cell": name, "label": CELL_LABELS[name], "profiles": count,
             "share": round(count / len(scored), 4) if len(scored) else 0.0,
-            "value": round(float(scored.monetary[mask].sum()), 2),
-            "avg_recency_days": round(float(scored.recency[mask].mean()), 1) if count else None,
-            "avg_frequency": round(float(scored.frequency[mask].mean()), 2) if count else None,
+            "value": round(float(sums["value"][i]), 2),
+            "avg_recency_days": round(float(sums["recency"][i] / count), 1) if count else None,
+            "avg_frequency": round(float(sums["frequency"][i] / count), 2) if count else None,
         })  # fmt: skip
     return {
         "grid": grid, "cells": named, "cuts": scored.cuts, "profiles": len(scored),
