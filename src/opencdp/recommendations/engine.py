@@ -241,6 +241,7 @@ class Engine:
         return model, catalogue
 
     def _swap(self, model: Model, catalogue: Catalogue) -> None:
+        model.user_index()  # built here (the background), not by the first request that needs it
         self._snapshot = Snapshot(model, catalogue, scoring.Features(catalogue), catalogue.index())
         self._rules_cache.clear()
 

@@ -152,7 +152,7 @@ class Model:
 
             return cls(
                 version=meta["version"], trained_at=meta["trained_at"], params=meta["params"],
-                items=data["items"].astype(object), users=data["users"].astype(object),
+                items=data["items"].astype(object), users=data["users"],  # users stay a str array: no million objects to make
                 popular=data["popular"], views=data["views"], buys=data["buys"], trending=data["trending"],
                 covisit=csr("covisit"), knn=csr("knn"), pair_orders=csr("pair_orders"), item_orders=data["item_orders"],
                 n_orders=int(meta["n_orders"]), pair_buyers=csr("pair_buyers"), item_buyers=data["item_buyers"],
@@ -320,13 +320,14 @@ def _last_time(user: np.ndarray, item: np.ndarray, ts: np.ndarray, mask: np.ndar
     """Per (profile, product): the newest time in epoch seconds (a max, not the sum a CSR would make)."""
     u, i, s = user[mask], item[mask], ts[mask] // 1000
     key = u * n_items + i
-    order = np.lexsort((s, key))
+    order = np.argsort(key, kind="stable")  # one key, then a max per run: half the time of a two-key lexsort
     key, s = key[order], s[order]
-    last = np.ones(len(key), bool)
-    if len(key):
-        last[:-1] = key[1:] != key[:-1]
-    key, s = key[last], s[last]
-    return sp.csr_matrix((s.astype(np.float64), (key // n_items, key % n_items)), shape=(n_users, n_items))
+    if not len(key):
+        return sp.csr_matrix((n_users, n_items), dtype=np.float64)
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    newest = np.maximum.reduceat(s, starts)
+    key = key[starts]
+    return sp.csr_matrix((newest.astype(np.float64), (key // n_items, key % n_items)), shape=(n_users, n_items))
 
 
 def _average_price(user: np.ndarray, item: np.ndarray, mask: np.ndarray, price: np.ndarray, n_users: int) -> np.ndarray:
