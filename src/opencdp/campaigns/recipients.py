@@ -1,7 +1,8 @@
 """What the sender needs to know about a batch of recipients, read in a few queries.
 
 For canonical profile ids: their traits (the latest value of each by event time, over every
-profile id merged into them, like the 360° profile), their current consent per channel and
+profile id merged into them, like the 360° profile; read by key from ``profile_summary``, not by a
+scan of the events), their current consent per channel and
 topic (``opencdp.consent.store``: read at send time, never cached between batches), and their
 stored scores (predictions: ``opencdp.profiles.scores``).
 """
@@ -19,7 +20,7 @@ from sqlglot import exp
 from opencdp.consent.model import parse_event
 from opencdp.consent.store import candidates
 from opencdp.storage.base import Backend
-from opencdp.storage.schema import EVENTS, PROFILE_MAP
+from opencdp.storage.schema import PROFILE_MAP, PROFILE_SUMMARY
 
 _CHUNK = 2000
 _decode = msgspec.json.Decoder().decode
@@ -76,6 +77,21 @@ def select_built(backend: Backend, query: exp.Expr) -> pa.Table:
     return backend.query_arrow(query.sql(dialect=backend.capabilities.dialect, copy=False))
 
 
+def _fold(into: dict[str, list[Any]], text: str) -> None:
+    """Merge one member id's summary traits: per trait the latest by (event time, message id) wins,
+    as folding the events in that order would (``storage/profile_summary.py``)."""
+    try:
+        values = _decode(text)
+    except msgspec.DecodeError:
+        return
+    if not isinstance(values, dict):
+        return
+    for name, held in values.items():
+        mine = into.get(name)
+        if isinstance(held, list) and len(held) >= 3 and (mine is None or (held[1], held[2]) >= (mine[1], mine[2])):
+            into[name] = held
+
+
 def members_of(backend: Backend, canonical: Sequence[str]) -> dict[str, str]:
     """Every profile id merged into each canonical id -> that id (as ``identity.profiles.members_of``)."""
     found = {p: p for p in canonical}
@@ -95,23 +111,21 @@ def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> 
     members = members_of(backend, list(result))
     ids = sorted(members)
     consent_rows: list[dict[str, Any]] = []
+    latest: dict[str, dict[str, list[Any]]] = {}  # canonical id -> trait -> [value, time ms, message id, source]
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
+        # the latest traits per profile id, read by key from the summary the store keeps with the events
         query = (
             exp.select("profile_id", "traits")
-            .from_(exp.to_table(EVENTS.name))
+            .from_(backend.table_ref(PROFILE_SUMMARY))
             .where(exp.and_(isin("profile_id", chunk), exp.column("traits").is_(exp.null()).not_(), copy=False), copy=False)
-            .order_by("timestamp", "message_id", copy=False)  # no deep copy of the thousands of ids above
         )
         table = select_built(backend, query)
         for profile_id, text in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
-            try:
-                values = _decode(text)
-            except msgspec.DecodeError:
-                continue
-            if isinstance(values, dict):
-                result[members[profile_id]].traits.update(values)
+            _fold(latest.setdefault(members[profile_id], {}), text)
         consent_rows += select_built(backend, candidates(chunk)).to_pylist()
+    for canonical_id, traits in latest.items():
+        result[canonical_id].traits = {name: held[0] for name, held in sorted(traits.items(), key=lambda i: (i[1][1], i[1][2]))}
     # consent as opencdp.consent.store folds it: event time order, the latest change per channel and topic wins
     consent_rows.sort(key=lambda row: (row["timestamp"], row["message_id"]))
     for row in consent_rows:
