@@ -202,6 +202,10 @@ class Settings(BaseSettings):
     recs_als_iterations: int = Field(
         10, ge=1, le=100, description="ALS iterations (10 scored as 15 on the demo shop in two thirds of the time)."
     )
+    recs_train_in_subprocess: bool = Field(
+        True, description="The server trains in a child process (requests do not wait behind training on the GIL) "
+        "and loads the saved model; false trains in the server's own process.",
+    )
     recs_record_impressions: bool = Field(
         True, description="Record every served block as a `Recommendation Shown` event (batched, off the request path), "
         "so block reports have impressions without the site sending them.",

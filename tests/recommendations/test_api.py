@@ -22,7 +22,8 @@ BASE = "/api/v1/recommendations"
 @pytest.fixture
 def api(backend: Backend, tmp_path: Path) -> Iterator[Api]:
     write_shop(backend)
-    settings = make_settings(tmp_path, loader_interval_s=3600, recs_public_rate_per_s=5, recs_personal_algorithm="item_knn")
+    settings = make_settings(tmp_path, loader_interval_s=3600, recs_public_rate_per_s=5, recs_personal_algorithm="item_knn",
+                             recs_train_in_subprocess=False)
     app = create_app(settings, backend=backend)
     with TestClient(app) as client:
         _, write_key = app.state.keys.create("write", "website")
@@ -137,6 +138,8 @@ def test_report_attributes_conversions_to_variants(api: Api) -> None:
 
 
 def test_retrain_through_the_api_swaps_the_model(api: Api) -> None:
+    if api.backend.capabilities.dialect == "duckdb":  # once: a child process trains (seconds to start one)
+        api.client.app.state.recommendations.settings.recs_train_in_subprocess = True  # type: ignore[attr-defined]
     first = api.client.get(f"{BASE}/model", headers=api.admin).json()["version"]
     trained = api.client.post(f"{BASE}/train", headers=api.admin)
     assert trained.status_code == 200 and trained.json()["version"] != first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,16 @@ def test_popularity_is_served_while_the_saved_model_loads(shared_shop: Backend, 
     assert ids(warm) == expected and all(i["fallback"] for i in warm["items"])  # popular, with the rules (X1, X2 left out)
     engine._loading.clear()
     assert engine.recommend(block("personal"), profile_id="k0")["fallback"] is None and engine.ready()
+    # a serving engine loads the saved model in the background by itself, requests or not
+    serving = Engine(shared_shop, first.settings)
+    serving.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not serving.ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert serving.ready() and serving.snapshot().model.version == first.snapshot().model.version
+    finally:
+        serving.stop()
 
 
 def test_a_product_added_to_the_catalogue_is_served_before_a_retrain(shop: Backend, tmp_path: Path) -> None:

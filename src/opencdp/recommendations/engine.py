@@ -25,11 +25,13 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import multiprocessing
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from opencdp.recommendations.blocks import CONTEXT_ALGORITHMS, MAX_SIZE, Block, 
 from opencdp.recommendations.data import (
     DEFAULT_WEIGHTS,
     Catalogue,
+    Interactions,
     catalogue_version,
     read_catalogue,
     read_interactions,
@@ -150,8 +153,11 @@ class Engine:
             interactions = read_interactions(self.backend, DEFAULT_WEIGHTS)
             catalogue = read_catalogue(self.backend)
             regions = read_regions(self.backend, interactions.users)
-            model = train(interactions, catalogue, params or self.params(), regions)
-            model.save(self.model_dir)
+            if self._thread is not None and getattr(self.settings, "recs_train_in_subprocess", True):
+                model = Model.load(_train_elsewhere(interactions, catalogue, params or self.params(), regions, self.model_dir))
+            else:
+                model = train(interactions, catalogue, params or self.params(), regions)
+                model.save(self.model_dir)
             self._record(model)
             self._swap(model, catalogue)
         if self._thread is not None:  # serving: place ids in memory against the new model
@@ -169,7 +175,7 @@ class Engine:
     def snapshot(self) -> Snapshot:
         """What requests are served from (the first caller loads or trains a model, unless the background does)."""
         snap = self._snapshot
-        if snap is None and self._loading.is_set():
+        if snap is None and self._loading.is_set() and threading.current_thread() is not self._thread:
             return self._warm_snapshot()
         if snap is None:
             with self._train_lock:
@@ -551,6 +557,26 @@ class Engine:
             if end > start:
                 return [int(model.last_bought.indices[start + int(np.argmax(model.last_bought.data[start:end]))])]
         return []
+
+
+def _train_elsewhere(
+    interactions: Interactions, catalogue: Catalogue, params: TrainParams, regions: np.ndarray, directory: Path,
+) -> Path:
+    """Train in a child process and return the saved model's path.
+
+    A serving process that trains holds the GIL through minutes of scipy work (sparse
+    products do not release it), and every request waits behind it; in a child only
+    the hand-over (pickled arrays) and the final load touch the server's interpreter.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_train_and_save, interactions, catalogue, params, regions, directory).result()
+
+
+def _train_and_save(
+    interactions: Interactions, catalogue: Catalogue, params: TrainParams, regions: np.ndarray, directory: Path,
+) -> Path:
+    return train(interactions, catalogue, params, regions).save(directory)
 
 
 def _row(catalogue: Catalogue, i: int) -> dict[str, Any]:
