@@ -21,6 +21,7 @@ import multiprocessing
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -183,19 +184,30 @@ class Pool:
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self._executor: ProcessPoolExecutor | None = None
+        self._registered = False
         self._lock = threading.Lock()
 
     def submit(self, job: Job) -> list[Future[list[Message | SendResult]]]:
         """The job cut into one slice per worker; the futures' results, concatenated, follow ``job.items``."""
+        size = -(-len(job.items) // self.processes)
+        slices = [Job(job.base_url, job.secret, job.templates, job.campaigns, job.catalogue, job.items[k : k + size])
+                  for k in range(0, len(job.items), size)]
+        try:
+            executor = self._started()
+            return [executor.submit(render, part) for part in slices]
+        except BrokenProcessPool:  # a worker died (killed, out of memory): start new ones once
+            self.close()
+            executor = self._started()
+            return [executor.submit(render, part) for part in slices]
+
+    def _started(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
                 self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
-                atexit.register(self.close)
-            executor = self._executor
-        size = -(-len(job.items) // self.processes)
-        return [executor.submit(render, Job(job.base_url, job.secret, job.templates, job.campaigns, job.catalogue,
-                                            job.items[k : k + size]))
-                for k in range(0, len(job.items), size)]
+                if not self._registered:
+                    atexit.register(self.close)
+                    self._registered = True
+            return self._executor
 
     def render(self, job: Job) -> list[Message | SendResult]:
         return [m for part in self.submit(job) for m in part.result()]
@@ -205,3 +217,7 @@ class Pool:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
+
+    def broken(self) -> None:
+        """A slice failed: the next batch starts new workers (the rows of this one go back to planned)."""
+        self.close()

@@ -310,6 +310,8 @@ class Sender:
                 batch.messages = [m for part in batch.rendering for m in part.result()]
             except Exception as error:  # a worker died: the rows go back to planned, nothing was handed off
                 log.exception("render workers failed")
+                if self._pool_render is not None:
+                    self._pool_render.broken()
                 batch.messages = [SendResult.transient(f"render worker failed: {type(error).__name__}: {error}")] * len(batch.to_send)
             batch.rendering = None
         outcomes: list[SendResult | None] = [m if isinstance(m, SendResult) else None for m in batch.messages]
