@@ -257,11 +257,11 @@ class ClickHouseBackend(Backend):
             if summary.num_rows:
                 self.insert(PROFILE_SUMMARY.name, summary)
 
-    def _summary_rows(self, scratch: Callable[[str], str], profile_ids: list[str]) -> pa.Table:
+    def _summary_rows(self, scratch: Callable[[str], str], profile_ids: pa.Array) -> pa.Table:
         """Stored ``profile_summary`` rows of these ids (a key range read through the ids' scratch table)."""
         ids = scratch("summary_ids")
         self.connection.command(f"CREATE TABLE {ids} (profile_id String) ENGINE = Memory")
-        self.insert(ids, pa.table({"profile_id": pa.array(profile_ids, pa.string())}))
+        self.insert(ids, pa.table({"profile_id": profile_ids}))
         return self.query_arrow(f"SELECT * FROM profile_summary FINAL WHERE profile_id IN (SELECT profile_id FROM {ids})")
 
     @contextmanager

@@ -202,10 +202,10 @@ class DuckDBBackend(Backend):
                         con.unregister(name)
         return result
 
-    def _summary_rows(self, profile_ids: list[str]) -> pa.Table:
+    def _summary_rows(self, profile_ids: pa.Array) -> pa.Table:
         """Stored ``profile_summary`` rows of these ids (inside ``load``'s transaction)."""
         con = self.con
-        con.register("_summary_ids", pa.table({"profile_id": pa.array(profile_ids, pa.string())}))
+        con.register("_summary_ids", pa.table({"profile_id": profile_ids}))
         try:
             return self.query_arrow(
                 "SELECT s.* FROM profile_summary AS s SEMI JOIN _summary_ids AS i ON s.profile_id = i.profile_id"
