@@ -59,10 +59,14 @@ class Settings:
                    settings.analytics_core_categories or None)  # fmt: skip
 
 
-def signals_query(engine: Engine, now: dt.datetime, settings: Settings) -> exp.Select:
-    """``profile_id, room, interest`` per profile and room over the window."""
+def signals_query(engine: Engine, now: dt.datetime, settings: Settings, *, keyed: bool = False) -> exp.Select:
+    """``profile_id, room, interest`` per profile and room over the window (``keyed``: profiles as ``Engine.key``).
+
+    Signals are summed per (profile, category) first and the room read from those few rows:
+    the room's pattern is not matched once per view.
+    """
     start = now - dt.timedelta(days=settings.window_days)
-    lines = order_lines(engine, start, now)
+    lines = order_lines(engine, start, now, keyed=keyed)
     bought = exp.select("profile_id", "ts", "category", exp.alias_(lit(BUY), "w")).from_(
         exp.alias_(exp.Subquery(this=lines), "l", table=True)
     )
@@ -73,17 +77,23 @@ def signals_query(engine: Engine, now: dt.datetime, settings: Settings) -> exp.S
             exp.alias_(exp.Case().when(exp.In(this=col("event", "e"), expressions=[lit(n) for n in ADD_EVENTS]), lit(ADD))
                        .else_(lit(VIEW)), "w"),
         ],
+        keyed=keyed,
     )  # fmt: skip
     union = exp.union(bought, viewed, distinct=False)
     age = engine.days_between(col("ts"), engine.time(now))
     decay = exp.Pow(this=lit(0.5), expression=exp.Div(this=age, expression=lit(float(settings.half_life_days))))
+    per_category = (
+        exp.select(col("profile_id"), col("category"), exp.alias_(exp.Sum(this=exp.Mul(this=col("w"), expression=decay)), "interest"))
+        .from_(exp.alias_(exp.Subquery(this=union), "s", table=True))
+        .where(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())))
+        .group_by(col("profile_id"), col("category"))
+    )
     room = engine.room(col("category"))
     return (
-        exp.select(col("profile_id"), exp.alias_(room, "room"), exp.alias_(exp.Sum(this=exp.Mul(this=col("w"), expression=decay)), "interest"))
-        .from_(exp.alias_(exp.Subquery(this=union), "s", table=True))
-        .where(exp.and_(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())),
-                        exp.Not(this=exp.Is(this=room.copy(), expression=exp.Null()))))
-        .group_by(col("profile_id"), exp.column("room"))
+        exp.select(col("profile_id"), exp.alias_(room, "room"), exp.alias_(exp.Sum(this=col("interest")), "interest"))
+        .from_(exp.alias_(exp.Subquery(this=per_category), "c", table=True))
+        .where(exp.Not(this=exp.Is(this=room.copy(), expression=exp.Null())))
+        .group_by(col("profile_id"), room.copy())
     )
 
 
@@ -108,23 +118,26 @@ def core_categories(backend: Backend, settings: Settings) -> dict[str, set[str]]
     return found
 
 
-def _room_firsts(backend: Backend, now: dt.datetime) -> pa.Table:
+def _room_firsts(backend: Backend, now: dt.datetime, *, keyed: bool = False) -> pa.Table:
     """``profile_id, room, first_ms``: when each profile first bought in each room (before ``now``)."""
     engine = Engine(backend)
-    lines = exp.select(col("profile_id"), col("ts"), exp.alias_(engine.room(col("category")), "line_room")).from_(
-        exp.alias_(exp.Subquery(this=order_lines(engine, None, now)), "l", table=True)
+    per_category = (  # first per (profile, category), then per room: the pattern runs on those rows only
+        exp.select(col("profile_id"), col("category"), exp.alias_(exp.Min(this=col("ts")), "first"))
+        .from_(exp.alias_(exp.Subquery(this=order_lines(engine, None, now, keyed=keyed)), "l", table=True))
+        .where(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())))
+        .group_by(col("profile_id"), col("category"))
     )
+    room = engine.room(col("category"))
     query = (
-        exp.select(col("profile_id"), exp.alias_(col("line_room"), "room"), exp.alias_(engine.epoch_ms(exp.Min(this=col("ts"))), "first_ms"))
-        .from_(exp.alias_(exp.Subquery(this=lines), "x", table=True))
-        .where(exp.and_(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())),
-                        exp.Not(this=exp.Is(this=col("line_room"), expression=exp.Null()))))
-        .group_by(col("profile_id"), col("line_room"))
+        exp.select(col("profile_id"), exp.alias_(room, "room"), exp.alias_(engine.epoch_ms(exp.Min(this=col("first"))), "first_ms"))
+        .from_(exp.alias_(exp.Subquery(this=per_category), "x", table=True))
+        .where(exp.Not(this=exp.Is(this=room.copy(), expression=exp.Null())))
+        .group_by(col("profile_id"), room.copy())
     )
     return backend.select(query)
 
 
-def _finished(backend: Backend, now: dt.datetime, core: Mapping[str, set[str]]) -> dict[str, set[str]]:
+def _finished(backend: Backend, now: dt.datetime, core: Mapping[str, set[str]], *, keyed: bool = False) -> dict[str, set[str]]:
     """Profile -> the rooms whose every core category it has bought (only those pairs leave the engine)."""
     if not core:
         return {}
@@ -132,7 +145,7 @@ def _finished(backend: Backend, now: dt.datetime, core: Mapping[str, set[str]]) 
     categories = sorted({c for cats in core.values() for c in cats})
     lines = (
         exp.select(col("profile_id"), exp.alias_(engine.room(col("category")), "line_room"), col("category"))
-        .from_(exp.alias_(exp.Subquery(this=order_lines(engine, None, now)), "l", table=True))
+        .from_(exp.alias_(exp.Subquery(this=order_lines(engine, None, now, keyed=keyed)), "l", table=True))
         .where(exp.In(this=col("category"), expressions=[lit(c) for c in categories]))
     )
     needed = exp.Case()
@@ -148,9 +161,10 @@ def _finished(backend: Backend, now: dt.datetime, core: Mapping[str, set[str]]) 
     query = exp.select("profile_id", "line_room").from_(exp.alias_(exp.Subquery(this=counted), "c", table=True)).where(
         exp.EQ(this=col("bought"), expression=col("needed"))
     )
+    table = backend.select(query)
     done: dict[str, set[str]] = {}
-    for row in backend.rows(query):
-        done.setdefault(str(row["profile_id"]), set()).add(str(row["line_room"]))
+    for profile, room in zip(table.column("profile_id").to_pylist(), table.column("line_room").to_pylist(), strict=True):
+        done.setdefault(str(profile), set()).add(str(room))
     return done
 
 
@@ -166,48 +180,87 @@ class Interest:
     core: dict[str, list[str]]
 
 
-def compute(backend: Backend, now: dt.datetime, settings: Settings | None = None) -> Interest:
+def compute(backend: Backend, now: dt.datetime, settings: Settings | None = None, *, keyed: bool = False) -> Interest:
+    """Every profile's current room, finished rooms and next room.
+
+    ``keyed`` (for the report, which only counts): profiles are ``Engine.key`` integers, shown as
+    text, instead of their ids — grouping millions of signals on integers is several times cheaper.
+    """
     settings = settings or Settings.from_settings(backend.settings)
     engine = Engine(backend)
-    scores = backend.select(signals_query(engine, now, settings))
+    scores = backend.select(signals_query(engine, now, settings, keyed=keyed))
     core = core_categories(backend, settings)
-    firsts = _room_firsts(backend, now)
-    done = _finished(backend, now, core)
+    firsts = _room_firsts(backend, now, keyed=keyed)
+    done = _finished(backend, now, core, keyed=keyed)
 
-    transitions = _transitions(firsts)
-    popularity = _first_rooms(firsts)
+    ordered = _ordered(firsts)
+    transitions = _transitions(ordered)
+    popularity = _first_rooms(ordered)
 
     # current room: the top interest per profile (ties: the room name, for a stable answer)
-    ids, rooms, shares = [], [], []
+    ids: list[str] = []
+    rooms: list[str] = []
+    shares: list[float] = []
     if scores.num_rows:
-        ordered = scores.sort_by([("profile_id", "ascending"), ("interest", "descending"), ("room", "ascending")])
-        pid = ordered.column("profile_id").to_numpy(zero_copy_only=False)
-        interest = np.asarray(ordered.column("interest").to_numpy(zero_copy_only=False), dtype=np.float64)
-        starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]])
-        totals = np.add.reduceat(interest, starts)
-        ids = pid[starts].tolist()
-        rooms = [str(r) for r in pc.take(ordered.column("room"), pa.array(starts)).to_pylist()]
-        shares = np.round(interest[starts] / np.where(totals > 0, totals, 1.0), 4).tolist()
-    finished = [int(room in done.get(p, ())) for p, room in zip(ids, rooms, strict=True)]
-    nexts = [_next(room, done.get(p, set()), transitions, popularity) for p, room in zip(ids, rooms, strict=True)]
-    finished_rooms = [",".join(sorted(done[p])) if p in done else None for p in ids]
+        profile = _codes(scores.column("profile_id"))
+        room_names = pc.dictionary_encode(scores.column("room").combine_chunks())
+        room_rank = np.argsort(np.argsort(np.asarray(room_names.dictionary.to_pylist(), dtype=object)))
+        room_code = np.asarray(room_names.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        interest = np.asarray(scores.column("interest").to_numpy(zero_copy_only=False), dtype=np.float64)
+        order = np.lexsort((room_rank[room_code], -interest, profile))  # by profile, most interest, room name
+        starts = np.flatnonzero(np.r_[True, profile[order][1:] != profile[order][:-1]])
+        totals = np.add.reduceat(interest[order], starts)
+        top = order[starts]
+        ids = [str(p) for p in scores.column("profile_id").take(pa.array(top)).to_pylist()]
+        rooms = [str(r) for r in room_names.dictionary.take(pa.array(room_code[top])).to_pylist()]
+        shares = np.round(interest[top] / np.where(totals > 0, totals, 1.0), 4).tolist()
+    # most profiles have finished no room: their next room follows from the current room alone;
+    # the few with finished rooms are patched in by position
+    plain = {room: _next(room, set(), transitions, popularity) for room in set(rooms)}
+    nexts = [plain[room] for room in rooms]
+    finished = [0] * len(ids)
+    finished_rooms: list[str | None] = [None] * len(ids)
+    if done and ids:
+        owners = list(done)
+        where = pc.index_in(pa.array(owners, pa.string()), value_set=pa.array(ids, pa.string())).to_pylist()
+        for owner, i in zip(owners, where, strict=True):
+            if i is None:
+                continue
+            rooms_done = done[owner]
+            finished[i] = int(rooms[i] in rooms_done)
+            finished_rooms[i] = ",".join(sorted(rooms_done))
+            nexts[i] = _next(rooms[i], rooms_done, transitions, popularity)
     return Interest(ids, rooms, shares, finished, nexts, finished_rooms, transitions, {r: sorted(c) for r, c in core.items()})
 
 
-def _ordered(firsts: pa.Table) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]]:
+def _codes(values: pa.ChunkedArray | pa.Array) -> npt.NDArray[np.int64]:
+    """An integer per distinct value (hash-encoded: no sort of the text)."""
+    encoded = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    return np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+Ordered = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[str]]
+
+
+def _ordered(firsts: pa.Table) -> Ordered:
     """Profiles' first purchases per room in time order: (profile codes, room codes, room names)."""
-    ordered = firsts.sort_by([("profile_id", "ascending"), ("first_ms", "ascending"), ("room", "ascending")])
-    pid = ordered.column("profile_id").combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
-    rooms = ordered.column("room").combine_chunks().dictionary_encode()
-    codes = rooms.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return pid.astype(np.int64), codes, [str(r) for r in rooms.dictionary.to_pylist()]
-
-
-def _transitions(firsts: pa.Table) -> dict[str, dict[str, float]]:
-    """P(next room | room) from the order in which customers first bought in each room."""
     if not firsts.num_rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), []
+    pid = _codes(firsts.column("profile_id"))
+    rooms = pc.dictionary_encode(firsts.column("room").combine_chunks())
+    names = [str(r) for r in rooms.dictionary.to_pylist()]
+    codes = np.asarray(rooms.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    rank = np.argsort(np.argsort(np.asarray(names, dtype=object)))
+    first_ms = np.asarray(firsts.column("first_ms").to_numpy(zero_copy_only=False), dtype=np.int64)
+    order = np.lexsort((rank[codes], first_ms, pid))
+    return pid[order], codes[order], names
+
+
+def _transitions(ordered: Ordered) -> dict[str, dict[str, float]]:
+    """P(next room | room) from the order in which customers first bought in each room."""
+    pid, room, names = ordered
+    if not len(pid):
         return {}
-    pid, room, names = _ordered(firsts)
     same = pid[1:] == pid[:-1]
     pairs = room[:-1][same] * len(names) + room[1:][same]
     codes, counts = np.unique(pairs, return_counts=True)
@@ -217,11 +270,11 @@ def _transitions(firsts: pa.Table) -> dict[str, dict[str, float]]:
     return {a: {b: round(n / sum(c.values()), 4) for b, n in c.most_common()} for a, c in sorted(found.items())}
 
 
-def _first_rooms(firsts: pa.Table) -> list[str]:
+def _first_rooms(ordered: Ordered) -> list[str]:
     """Rooms by how often they were a customer's first, most first."""
-    if not firsts.num_rows:
+    pid, room, names = ordered
+    if not len(pid):
         return []
-    pid, room, names = _ordered(firsts)
     first = np.r_[True, pid[1:] != pid[:-1]]
     codes, counts = np.unique(room[first], return_counts=True)
     ranked = sorted(zip(codes.tolist(), counts.tolist(), strict=True), key=lambda kv: (-kv[1], names[kv[0]]))

@@ -14,6 +14,7 @@ DuckDB and ClickHouse alike; what is small (buckets, shaping) is done in Python.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -641,14 +642,15 @@ def interest_report(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, A
         rows = interest.profile_interest(backend, [pid], as_of)
         return _answer("interest", {"to": as_of.isoformat(), "profile": pid},
                        [{"name": "interest", "points": [[r["room"], r["interest"]] for r in rows]}], rows)  # fmt: skip
-    found = interest.compute(backend, as_of)
+    found = interest.compute(backend, as_of, keyed=True)  # counted, never listed: profiles as keys
     rooms: dict[str, dict[str, int]] = {}
-    for room, finished, nxt in zip(found.room, found.finished, found.next_room, strict=True):
-        entry = rooms.setdefault(room, {"profiles": 0, "finished": 0})
-        entry["profiles"] += 1
-        entry["finished"] += finished
+    per_room = Counter(found.room)
+    finished_per_room = Counter(room for room, finished in zip(found.room, found.finished, strict=True) if finished)
+    for room, n in per_room.items():
+        rooms[room] = {"profiles": n, "finished": finished_per_room.get(room, 0)}
+    for (room, nxt), n in Counter(zip(found.room, found.next_room, strict=True)).items():
         if nxt:
-            entry[f"next:{nxt}"] = entry.get(f"next:{nxt}", 0) + 1
+            rooms[room][f"next:{nxt}"] = n
     table = []
     for room, entry in sorted(rooms.items(), key=lambda kv: -kv[1]["profiles"]):
         nexts = sorted(((k[5:], v) for k, v in entry.items() if k.startswith("next:")), key=lambda kv: -kv[1])
