@@ -291,9 +291,9 @@ class Engine:
         retrain = float(getattr(self.settings, "recs_retrain_interval_s", 0.0))
         refresh = float(getattr(self.settings, "recs_catalogue_refresh_s", 60.0))
         identities_every = float(getattr(self.settings, "recs_identity_refresh_s", 600.0))
-        self._guard(self.load_blocks, "loading blocks")
         # a saved model loads at once; training waits for the server to finish starting (short-lived test apps never train)
         if self._loading.is_set() or not self._stop.wait(2.0):
+            self._guard(self.load_blocks, "loading blocks")
             self._loading.set()
             try:
                 self._guard(self.snapshot, "initial recommendation model")
