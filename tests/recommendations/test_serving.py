@@ -37,7 +37,9 @@ def ids(answer: dict[str, Any]) -> list[str]:
 def test_hash_index_finds_only_its_keys() -> None:
     index = HashIndex(["a", "b", "c"], np.array([7, 8, 9]))
     assert [index.get(k) for k in ("a", "b", "c", "d", "")] == [7, 8, 9, None, None]
+    assert index.lookup(["c", "x", "a"]).tolist() == [9, -2, 7]
     assert len(HashIndex([], np.array([], "int32"))) == 0
+    assert HashIndex([], np.array([], "int32")).lookup(["a"]).tolist() == [-2]
 
 
 def test_visitors_are_resolved_without_asking_the_store(shared_shop: Backend, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from opencdp.storage.schema import IDENTITIES, PROFILE_MAP
 
 NO_HISTORY = -1
 """The profile exists, but the model has no row for it."""
+MISSING = -2
 
 
 class HashIndex:
@@ -45,6 +46,14 @@ class HashIndex:
 
     def __len__(self) -> int:
         return int(self._hashes.shape[0])
+
+    def lookup(self, keys: Sequence[str]) -> np.ndarray:
+        """The values of many keys at once; ``missing`` (-2) for those not in the index."""
+        hashes = np.fromiter((hash(k) for k in keys), np.int64, count=len(keys))
+        if not len(self._hashes):
+            return np.full(len(keys), MISSING, np.int32)
+        k = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
+        return np.where(self._hashes[k] == hashes, self._values[k], MISSING).astype(np.int32)
 
     def get(self, key: str) -> int | None:
         h = hash(key)
@@ -96,11 +105,11 @@ class IdentityIndex:
 
 def _resolved(keys: pa.ChunkedArray, canonical: pa.ChunkedArray, rows_of: HashIndex, users: np.ndarray) -> HashIndex:
     names = keys.to_pylist()
-    rows = np.full(len(names), NO_HISTORY, np.int32)
-    for n, profile in enumerate(canonical.to_pylist()):
-        if profile is None:
-            continue
-        row = rows_of.get(profile)
-        if row is not None and users[row] == profile:
-            rows[n] = row
+    profiles = [p or "" for p in canonical.to_pylist()]
+    rows = rows_of.lookup(profiles)
+    rows[rows < 0] = NO_HISTORY
+    found = np.flatnonzero(rows >= 0)
+    if len(found):  # a hash match must be the very id (vectorised compare, no per-row Python)
+        same = np.asarray(users, dtype=str)[rows[found]] == np.asarray(profiles, dtype=str)[found]
+        rows[found[~same]] = NO_HISTORY
     return HashIndex((str(k) for k in names), rows)
