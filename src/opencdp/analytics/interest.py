@@ -60,11 +60,7 @@ class Settings:
 
 
 def signals_query(engine: Engine, now: dt.datetime, settings: Settings, *, keyed: bool = False) -> exp.Select:
-    """``profile_id, room, interest`` per profile and room over the window (``keyed``: profiles as ``Engine.key``).
-
-    Signals are summed per (profile, category) first and the room read from those few rows:
-    the room's pattern is not matched once per view.
-    """
+    """``profile_id, room, interest`` per profile and room over the window (``keyed``: profiles as ``Engine.key``)."""
     start = now - dt.timedelta(days=settings.window_days)
     lines = order_lines(engine, start, now, keyed=keyed)
     bought = exp.select("profile_id", "ts", "category", exp.alias_(lit(BUY), "w")).from_(
@@ -82,18 +78,13 @@ def signals_query(engine: Engine, now: dt.datetime, settings: Settings, *, keyed
     union = exp.union(bought, viewed, distinct=False)
     age = engine.days_between(col("ts"), engine.time(now))
     decay = exp.Pow(this=lit(0.5), expression=exp.Div(this=age, expression=lit(float(settings.half_life_days))))
-    per_category = (
-        exp.select(col("profile_id"), col("category"), exp.alias_(exp.Sum(this=exp.Mul(this=col("w"), expression=decay)), "interest"))
-        .from_(exp.alias_(exp.Subquery(this=union), "s", table=True))
-        .where(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())))
-        .group_by(col("profile_id"), col("category"))
-    )
     room = engine.room(col("category"))
     return (
-        exp.select(col("profile_id"), exp.alias_(room, "room"), exp.alias_(exp.Sum(this=col("interest")), "interest"))
-        .from_(exp.alias_(exp.Subquery(this=per_category), "c", table=True))
-        .where(exp.Not(this=exp.Is(this=room.copy(), expression=exp.Null())))
-        .group_by(col("profile_id"), room.copy())
+        exp.select(col("profile_id"), exp.alias_(room, "room"), exp.alias_(exp.Sum(this=exp.Mul(this=col("w"), expression=decay)), "interest"))
+        .from_(exp.alias_(exp.Subquery(this=union), "s", table=True))
+        .where(exp.and_(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())),
+                        exp.Not(this=exp.Is(this=room.copy(), expression=exp.Null()))))
+        .group_by(col("profile_id"), exp.column("room"))
     )
 
 
@@ -121,18 +112,15 @@ def core_categories(backend: Backend, settings: Settings) -> dict[str, set[str]]
 def _room_firsts(backend: Backend, now: dt.datetime, *, keyed: bool = False) -> pa.Table:
     """``profile_id, room, first_ms``: when each profile first bought in each room (before ``now``)."""
     engine = Engine(backend)
-    per_category = (  # first per (profile, category), then per room: the pattern runs on those rows only
-        exp.select(col("profile_id"), col("category"), exp.alias_(exp.Min(this=col("ts")), "first"))
-        .from_(exp.alias_(exp.Subquery(this=order_lines(engine, None, now, keyed=keyed)), "l", table=True))
-        .where(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())))
-        .group_by(col("profile_id"), col("category"))
+    lines = exp.select(col("profile_id"), col("ts"), exp.alias_(engine.room(col("category")), "line_room")).from_(
+        exp.alias_(exp.Subquery(this=order_lines(engine, None, now, keyed=keyed)), "l", table=True)
     )
-    room = engine.room(col("category"))
     query = (
-        exp.select(col("profile_id"), exp.alias_(room, "room"), exp.alias_(engine.epoch_ms(exp.Min(this=col("first"))), "first_ms"))
-        .from_(exp.alias_(exp.Subquery(this=per_category), "x", table=True))
-        .where(exp.Not(this=exp.Is(this=room.copy(), expression=exp.Null())))
-        .group_by(col("profile_id"), room.copy())
+        exp.select(col("profile_id"), exp.alias_(col("line_room"), "room"), exp.alias_(engine.epoch_ms(exp.Min(this=col("ts"))), "first_ms"))
+        .from_(exp.alias_(exp.Subquery(this=lines), "x", table=True))
+        .where(exp.and_(exp.Not(this=exp.Is(this=col("profile_id"), expression=exp.Null())),
+                        exp.Not(this=exp.Is(this=col("line_room"), expression=exp.Null()))))
+        .group_by(col("profile_id"), col("line_room"))
     )
     return backend.select(query)
 
