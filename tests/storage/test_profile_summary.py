@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from opencdp.storage import profile_summary
 from opencdp.storage.base import Backend, LoadBatch
@@ -138,3 +139,18 @@ def test_create_schema_fills_a_new_summary_from_stored_events(backend: Backend) 
     backend.create_schema()
     assert backend.scalar(f"SELECT count(*) FROM {PROFILE_SUMMARY.name}") == 1
     assert summary_of(backend, "p1") == scanned(backend, "p1")
+
+
+def test_a_failed_load_leaves_neither_events_nor_summary(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    load(backend, [event("m1", "p1", 1, {"city": "Казань"})])
+    if not backend.capabilities.transactions:
+        return  # ClickHouse: no transactions; the summary insert follows the events insert (see clickhouse/backend.py)
+
+    def broken(name: str, position: int) -> pa.Table:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(backend, "checkpoint_table", broken)
+    with pytest.raises(RuntimeError, match="disk is full"):
+        backend.load(LoadBatch(table([event("m2", "p1", 2, {"city": "Омск"})]), ORDER_LINES.empty()), ("loader", 7))
+    got = summary_of(backend, "p1")
+    assert got.events == 1 and got.traits["city"]["value"] == "Казань" and got == scanned(backend, "p1")
