@@ -70,7 +70,7 @@ def baseline(backend: Backend) -> float:
     return seconds
 
 
-def run_all(backend: Backend, label: str, repeat: int) -> None:
+def run_all(backend: Backend, label: str, repeat: int, only: set[str] | None = None) -> None:
     import pyarrow as pa
 
     pa.chunked_array([[1.0]]).to_numpy()  # the first Arrow -> numpy conversion imports pandas (~1.5 s): not a report's cost
@@ -78,6 +78,8 @@ def run_all(backend: Backend, label: str, repeat: int) -> None:
     print(f"\n[{label}] baseline (group-by of all events by profile): {base:.2f} s")
     print(f"{'report':<10} {'params':<70} {'seconds':>8} {'x base':>7}")
     for name, params in REPORTS:
+        if only and name not in only:
+            continue
         times = []
         for _ in range(repeat):
             seconds, _ = timed(lambda n=name, p=params: run_report(backend, n, p, AS_OF))  # type: ignore[misc]
@@ -139,7 +141,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--chdb", action="store_true", help="also time the reports on embedded ClickHouse")
     parser.add_argument("--write", action="store_true", help="time the scoring runs on a private copy of the store")
+    parser.add_argument("--only", default="", help="comma-separated report names to time (default: all)")
+    parser.add_argument("--skip-duckdb", action="store_true", help="only the chDB (and --write) runs")
     args = parser.parse_args()
+    only = {n for n in args.only.split(",") if n} or None
 
     from opencdp.storage.duckdb import DuckDBBackend
 
@@ -152,7 +157,8 @@ def main() -> None:
     try:
         events = backend.scalar("SELECT count(*) FROM events")
         print(f"shop of {args.customers:,} customers: {events:,} events; as of {AS_OF.date()}")
-        run_all(backend, "duckdb", args.repeat)
+        if not args.skip_duckdb:
+            run_all(backend, "duckdb", args.repeat, only)
     finally:
         backend.close()
     work = Path(tempfile.mkdtemp(prefix="bench-analytics-", dir=path.parent.parent))
@@ -161,7 +167,7 @@ def main() -> None:
             chdb = to_chdb(path, work)
             chdb.settings = settings
             try:
-                run_all(chdb, "chdb", args.repeat)
+                run_all(chdb, "chdb", args.repeat, only)
             finally:
                 chdb.drop_database()  # type: ignore[attr-defined]
                 chdb.close()

@@ -195,7 +195,7 @@ def _query(engine: Engine, cohort_event: str, return_event: str, period: Period,
         .group_by(col("cohort"), col("grp"), col("k"))
     )  # fmt: skip
     union = exp.union(sizes_part, activity_part, distinct=False)
-    query = exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True)).with_("cohort_members", as_=members)
+    query = engine.with_shared(exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True)), [("cohort_members", members)])
     return query
 
 
@@ -240,10 +240,10 @@ def _same_event_query(engine: Engine, names: Sequence[str], period: Period, unti
         .group_by(col("cohort", "c"), col("grp", "c"), exp.column("k"))
     )  # fmt: skip
     union = exp.union(sizes_part, activity_part, distinct=False)
-    return (
-        exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True))
-        .with_("profile_buckets", as_=per_bucket).with_("cohort_members", as_=members)
-    )  # fmt: skip
+    return engine.with_shared(
+        exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True)),
+        [("profile_buckets", per_bucket), ("cohort_members", members)],
+    )
 
 
 def _curve(cohorts: list[dict[str, Any]], periods: int) -> list[dict[str, Any]]:

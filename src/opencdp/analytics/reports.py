@@ -166,7 +166,7 @@ def base(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
     union: exp.Query = parts[0]
     for part in parts[1:]:
         union = exp.union(union, part, distinct=False)
-    query = exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True)).with_("profile_firsts", as_=firsts)
+    query = engine.with_shared(exp.select("*").from_(exp.alias_(exp.Subquery(this=union), "u", table=True)), [("profile_firsts", firsts)])
     rows = backend.rows(query)
     out = []
     for name, _, _ in sources:
@@ -243,7 +243,7 @@ def activity(backend: Backend, raw: Raw, now: dt.datetime) -> dict[str, Any]:
             .group_by(exp.column("series"), exp.column("b"))
         )
     union = exp.union(exp.union(parts[0], parts[1], distinct=False), parts[2], distinct=False)
-    rows = backend.rows(exp.select("*").from_(_sub(union, "u")).with_("active_days", as_=days))
+    rows = backend.rows(engine.with_shared(exp.select("*").from_(_sub(union, "u")), [("active_days", days)]))
     for name, interval in (("dau", "day"), ("wau", "week"), ("mau", "month")):
         series.append(_time_series([r for r in rows if r["series"] == name], Period(p.start, p.end, interval), "n", name))
     buyers = (

@@ -146,6 +146,19 @@ class Engine:
         hashed = exp.Anonymous(this="hash", expressions=[text])
         return exp.Case().when(exp.Is(this=text.copy(), expression=exp.Null()), exp.Null()).else_(hashed)
 
+    def with_shared(self, query: exp.Select, ctes: Sequence[tuple[str, exp.Query]]) -> exp.Select:
+        """``query`` with CTEs that it reads several times, computed once.
+
+        DuckDB materialises such CTEs by itself; ClickHouse inlines every use (the cohort
+        query read the orders three times) unless the CTE is ``MATERIALIZED`` and the query
+        enables it.
+        """
+        for name, cte in ctes:
+            query = query.with_(name, as_=cte, materialized=True)
+        if self.clickhouse:
+            query.set("settings", [exp.EQ(this=exp.column("enable_materialized_cte"), expression=lit(1))])
+        return query
+
     def any_value(self, value: exp.Expr) -> exp.Expr:
         return exp.Anonymous(this="any" if self.clickhouse else "any_value", expressions=[value])
 
