@@ -8,7 +8,9 @@ One ``step``:
    (quiet hours) get a later ``not_before``. **This is the only way to a channel**, so no
    message can reach a person without consent;
 4. mark the rows to send ``sending`` (stored before any hand-off);
-5. render, then hand off each channel's share of the batch with one ``Channel.send_many`` call
+5. render (a large batch in the worker processes of ``opencdp.campaigns.rendering``, whose
+   results the hand-off collects), then hand off each channel's share of the batch with one
+   ``Channel.send_many`` call
    (the SMTP adapter pipelines it over its pooled connections; an adapter without a batch API
    gets ``threads`` parallel ``send`` calls), each channel's rate limit applied;
 6. store each outcome: ``sent``/``delivered``; a transient error goes back to ``planned``
