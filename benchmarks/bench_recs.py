@@ -151,7 +151,9 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def serve_figures(customers: int, known: list[str], products: list[str], models: Path, seconds: float) -> dict[str, Any]:
+def serve_figures(
+    customers: int, known: list[str], products: list[str], models: Path, seconds: float, impressions: bool = True,
+) -> dict[str, Any]:
     from opencdp.storage.duckdb import DuckDBBackend
     from opencdp.storage.schema import PRODUCTS
 
@@ -169,7 +171,8 @@ def serve_figures(customers: int, known: list[str], products: list[str], models:
         for path in models.glob("recs-*.npz"):
             os.link(path, data / "models" / path.name)
         server = start_opencdp(data, env={"OPENCDP_RECS_RETRAIN_INTERVAL_S": "0", "OPENCDP_RECS_PUBLIC_RATE_PER_S": "0",
-                                          "OPENCDP_RECS_PERSONAL_ALGORITHM": "als"}, timeout=120)
+                                          "OPENCDP_RECS_PERSONAL_ALGORITHM": "als",
+                                          "OPENCDP_RECS_RECORD_IMPRESSIONS": "true" if impressions else "false"}, timeout=120)
         try:
             admin = {"Authorization": f"Bearer {server.admin_key}", "Content-Type": "application/json"}
             for body in ({"id": "for_you", "algorithm": "personal", "size": 10, "rules": {"max_per_category": 3}},
@@ -291,6 +294,7 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-train", action="store_true", help="serve the model a previous run saved")
     parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--no-impressions", action="store_true", help="serve without recording impressions (to compare)")
     args = parser.parse_args()
     results: dict[str, Any] = {}
     models = BENCH_DATA / f"recs-{args.customers}" / "models"
@@ -300,7 +304,8 @@ def main() -> None:
     else:
         results["train"], known, products = train_figures(args.customers, models)
     if not args.skip_serve:
-        results["serve"] = serve_figures(args.customers, known, products, models, args.seconds)
+        results["serve"] = serve_figures(args.customers, known, products, models, args.seconds,
+                                         impressions=not args.no_impressions)
     if not args.skip_quality:
         results["quality"] = quality_figures(args.customers)
     print(json.dumps(results, indent=1, default=str))
