@@ -24,6 +24,7 @@ from opencdp.identity.stage import stage_for
 from opencdp.ingest.decode import decode
 from opencdp.ingest.wal import WriteAheadLog
 from opencdp.storage.base import Backend, LoadBatch, LoadResult
+from opencdp.storage.profile_summary import stored_events
 
 CHECKPOINT = "loader"
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class Loader:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one step at a time: the thread, drain() and shutdown
         self.listeners: list[Callable[[pa.Table], None]] = []
-        """Called with each stored batch's events (real-time segments); a failing listener never stops loading."""
+        """Called with the events each batch stored (repeats of stored ones left out: real-time segments add
+        them to the rows they keep); a failing listener never stops loading."""
 
     @property
     def lag_bytes(self) -> int:
@@ -94,9 +96,10 @@ class Loader:
         self.stats.duplicates += result.duplicates
         self.stats.quarantined += result.quarantined
         self.stats.batches += 1
+        stored = stored_events(event_table, result.new_message_ids)  # a repeat already reached the listeners
         for listener in self.listeners:
             try:
-                listener(event_table)
+                listener(stored)
             except Exception:
                 log.exception("loader listener %r failed", listener)
         return result

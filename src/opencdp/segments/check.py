@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +63,23 @@ class Known:
             if row["event"]:
                 properties.setdefault(row["event"], set()).update(_keys(row["properties"]))
         return cls(names, traits, properties, set(computed or ()), set(segments or ()))
+
+
+_SEEN: weakref.WeakKeyDictionary[Backend, tuple[float, Known]] = weakref.WeakKeyDictionary()
+SEEN_FOR_S = 60.0
+"""How long ``seen`` reuses what a store has seen (reading it takes ~0.5 s on 20M events)."""
+
+
+def seen(backend: Backend, *, fresh: bool = False) -> Known:
+    """``Known.from_store``, reused for ``SEEN_FOR_S``: saving 100 segments reads the store once.
+    A definition that names something not seen is checked again with ``fresh=True``, so a
+    name that just arrived is never reported unknown from a stale read."""
+    cached = None if fresh else _SEEN.get(backend)
+    if cached is not None and time.monotonic() - cached[0] < SEEN_FOR_S:
+        return cached[1]
+    known = Known.from_store(backend)
+    _SEEN[backend] = (time.monotonic(), known)
+    return known
 
 
 def _keys(value: Any) -> set[str]:

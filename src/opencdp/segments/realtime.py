@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from opencdp.segments.ast import (
@@ -32,6 +33,7 @@ from opencdp.segments.ast import (
     segments_used,
     shortest_window,
 )
+from opencdp.segments.cache import ProfileCache, copy_shared
 from opencdp.segments.membership import (
     ENTERED,
     EXITED,
@@ -46,15 +48,12 @@ from opencdp.segments.sql import Catalogue, members
 from opencdp.segments.store import ACTIVE, DYNAMIC, Segment, catalogue, list_segments
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import (
-    EVENTS,
-    ORDER_LINES,
     PRODUCT_CHANGES,
     PRODUCTS,
     PROFILE_MAP,
     PROFILE_SCORES,
     SCORE_MODELS,
     SEGMENT_MEMBERS,
-    Table,
 )
 
 log = logging.getLogger(__name__)
@@ -145,6 +144,8 @@ class RealtimeSegments:
         long_every: float = 3600.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         threads: int = 2,
+        cache_profiles: int = 200_000,
+        cache_age_s: float = 120.0,
     ) -> None:
         self.backend = backend
         self.interval_s = interval_s
@@ -154,6 +155,9 @@ class RealtimeSegments:
         self.threads = threads
         self.stats = RealtimeStats()
         self._touched: dict[str, set[str]] = {}
+        self._observed: list[pa.Table] = []
+        """The observed events themselves, added to the resident profiles' rows at the next tick."""
+        self.cache = ProfileCache(backend, max_profiles=cache_profiles, max_age_s=cache_age_s)
         self._observed_at: float | None = None
         self._lock = threading.Lock()
         self._last_full: dict[str, float] = {}
@@ -169,15 +173,18 @@ class RealtimeSegments:
     def observe(self, events: pa.Table) -> None:
         if events.num_rows == 0 or "profile_id" not in events.column_names:
             return
+        mine = pc.and_(pc.is_valid(events.column("profile_id")), pc.invert(pc.is_in(events.column("event"), value_set=pa.array(sorted(_OWN_EVENTS)))))
+        events = events.filter(mine)
+        if events.num_rows == 0:
+            return
         profiles = events.column("profile_id").to_pylist()
         names = events.column("event").to_pylist()
         types = events.column("type").to_pylist()
         with self._lock:
             for profile, name, kind in zip(profiles, names, types, strict=True):
-                if profile is None or name in _OWN_EVENTS:
-                    continue
                 self._touched.setdefault(profile, set()).add(name or f"<{kind}>")
-            if self._observed_at is None and self._touched:
+            self._observed.append(events)
+            if self._observed_at is None:
                 self._observed_at = time.monotonic()
 
     # one pass ---------------------------------------------------------------------------
@@ -185,23 +192,28 @@ class RealtimeSegments:
         """Evaluate what the observed events may have changed, and the segments due a scheduled refresh."""
         with self._lock:
             touched, self._touched = self._touched, {}
+            observed, self._observed = self._observed, []
             observed_at, self._observed_at = self._observed_at, None
         now = now or self.clock()
         try:
             segments = [s for s in list_segments(self.backend) if s.kind == DYNAMIC and s.status == ACTIVE and s.tree is not None]
             if not segments:
+                self.cache.forget(touched)  # nothing kept them current: copied afresh when a segment needs them
                 return []
             known = catalogue(self.backend)
             changes: list[Change] = []
             due = [(segment, self._affected(segment, touched, known, now)) for segment in segments]
             due = [(segment, profiles) for segment, profiles in due if profiles]
+            ids = canonical(self.backend, touched)
+            needed = {ids[p] for _, profiles in due for p in profiles}
+            started = time.monotonic()
+            self.cache.sync(ids, observed, needed)
             if due:
-                everyone = sorted({p for _, profiles in due for p in profiles})
-                ids = canonical(self.backend, everyone)
-                started = time.monotonic()
-                scratch = self.copy_profiles(ids)
+                everyone = {p for _, profiles in due for p in profiles}
+                mine_all = {p: ids[p] for p in everyone}
+                scratch = self.copy_profiles(mine_all)
                 self.stats.copy_s += time.monotonic() - started
-                stored = stored_for(self.backend, set(ids) | set(ids.values()))
+                stored = stored_for(scratch, set(mine_all) | set(mine_all.values()))
                 batch: list[tuple[Segment, Change, str]] = []
 
                 def evaluate(item: tuple[Segment, list[str]]) -> Change:
@@ -227,8 +239,10 @@ class RealtimeSegments:
             with self._lock:  # evaluated again on the next tick (refresh is idempotent)
                 for profile, names in touched.items():
                     self._touched.setdefault(profile, set()).update(names)
+                self._observed = observed + self._observed
                 if self._observed_at is None:
                     self._observed_at = observed_at
+            self.cache.forget(touched)  # it may hold some of the observed rows: copy them afresh
             raise
         if observed_at is not None and any(c.entered or c.exited for c in changes):
             self.stats.lag_s = [*self.stats.lag_s[-999:], time.monotonic() - observed_at]
@@ -284,37 +298,30 @@ class RealtimeSegments:
         return found
 
     def copy_profiles(self, ids: dict[str, str]) -> Backend:
-        """A small in-memory store with every row of these profiles (``canonical`` ids of the touched ones)
-        and the catalogue: one scan of the big store per tick, then each segment is evaluated on the
-        copy in milliseconds."""
+        """A small in-memory store with every row of these profiles (raw id -> canonical id;
+        their rows from the resident ``cache``, synced first), their memberships and scores,
+        and the catalogue: each segment is then evaluated on the copy in milliseconds."""
         from opencdp.storage.duckdb import DuckDBBackend
 
         if self._scratch is None:
             self._scratch = DuckDBBackend(":memory:")
             self._scratch.create_schema()
-        scratch = self._scratch
-        current = sorted(set(ids.values()))
-        literal = [exp.Literal.string(p) for p in current]
-        redirects = exp.select("profile_id").from_(self.backend.table_ref(PROFILE_MAP)).where(exp.In(this=exp.column("canonical_id"), expressions=literal))
-        # a semi-join (the engine hashes the few ids once) rather than a long IN list tested row by row:
-        # 3-4x faster over 20M events on DuckDB; every profile id in profile_map maps to itself or a survivor
-        in_members = exp.In(this=exp.column("profile_id"), query=redirects.subquery())
-        copies: list[tuple[Table, exp.Expression | None]] = [
-            (EVENTS, in_members),
-            (ORDER_LINES, in_members.copy()),
-            (PROFILE_MAP, in_members.copy()),
-            (SEGMENT_MEMBERS, exp.In(this=exp.column("profile_id"), expressions=[value.copy() for value in literal])),
-            (PRODUCTS, None),
-            (PRODUCT_CHANGES, None),
-            (PROFILE_SCORES, exp.In(this=exp.column("profile_id"), expressions=[value.copy() for value in literal])),
-            (SCORE_MODELS, None),
-        ]
-        for table, where in copies:
-            rows = self.backend.current(table, where)
-            scratch.execute(f'DELETE FROM "{table.name}"')
-            if rows.num_rows:
-                scratch.insert(table.name, rows)
-        return scratch
+        current = set(ids.values())
+        self.cache.extract(current, self._scratch)
+        everyone = [exp.Literal.string(p) for p in sorted(current | set(ids))]
+        canonical_ids = [exp.Literal.string(p) for p in sorted(current)]
+        copy_shared(
+            self.backend,
+            self._scratch,
+            [
+                (SEGMENT_MEMBERS, exp.In(this=exp.column("profile_id"), expressions=everyone)),
+                (PROFILE_SCORES, exp.In(this=exp.column("profile_id"), expressions=canonical_ids)),
+                (PRODUCTS, None),
+                (PRODUCT_CHANGES, None),
+                (SCORE_MODELS, None),
+            ],
+        )
+        return self._scratch
 
     def _refresh(
         self,

@@ -144,13 +144,15 @@ def validate(backend: Backend, definition: str | Mapping[str, Any], *, segment_i
     compile_segment(tree, backend, dt.datetime.now(dt.UTC), catalogue=known_segments, params=_dummy_params(tree))
     warnings: list[str] = []
     try:
-        from opencdp.segments.check import Known, check
+        from opencdp.segments.check import check, seen
     except ImportError:  # pragma: no cover - check.py not present
         pass
     else:
-        known = Known.from_store(backend)
-        known = replace(known, computed=set(known_segments.computed) | set(known_segments.scores) | set(known.computed), segments=set(known_segments.segments))
-        for problem in check(tree, known):
+        computed, named = set(known_segments.computed) | set(known_segments.scores), set(known_segments.segments)
+        problems = check(tree, replace(seen(backend), computed=computed, segments=named))
+        if problems:  # perhaps only unknown to a reading of a minute ago: read the store again
+            problems = check(tree, replace(seen(backend, fresh=True), computed=computed, segments=named))
+        for problem in problems:
             # an event not seen yet is fine (segments are made before data flows), unless it looks like a typo
             unseen = problem.field == "event" and problem.suggestion is None
             if problem.severity == "error" and not unseen:

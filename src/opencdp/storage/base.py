@@ -185,7 +185,7 @@ class Backend(ABC):
         inner.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
         return ref
 
-    def render(self, expression: exp.Expression) -> str:
+    def render(self, expression: exp.Expr) -> str:
         return expression.sql(dialect=self.capabilities.dialect)
 
     def select(self, expression: exp.Expression) -> pa.Table:
@@ -228,7 +228,7 @@ class Backend(ABC):
             return None
         return result.column(0)[0].as_py()
 
-    def current(self, table: Table, where: exp.Expression | None = None) -> pa.Table:
+    def current(self, table: Table, where: exp.Expr | None = None) -> pa.Table:
         query = exp.select("*").from_(self.table_ref(table))
         if where is not None:
             query = query.where(where)
