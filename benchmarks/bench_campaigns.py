@@ -295,7 +295,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--pool", type=int, default=8)
-    parser.add_argument("--render-processes", type=int, default=2, help="worker processes rendering (0: in the sender's)")
+    parser.add_argument("--render-processes", type=int, default=0, help="worker processes rendering (0: in the sender's)")
     parser.add_argument("--sink", choices=("lean", "aiosmtpd"), default="lean")
     parser.add_argument("--dry", action="store_true", help="also run the pipeline with the SMTP hand-off replaced by MIME building")
     parser.add_argument("--events", type=int, default=40)
