@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _shop import private_copy
 
 from opencdp.config import Settings
-from opencdp.segments import membership, store
+from opencdp.segments import exports, membership, store
 from opencdp.segments.realtime import RealtimeSegments
 from opencdp.segments.sql import members
 from opencdp.segments.text import parse
@@ -255,6 +255,7 @@ def realtime(backend: Backend, now: dt.datetime, rate: int, seconds: float, ids:
         "tick_p50_s": statistics.median(ticks),
         "tick_p95_s": sorted(ticks)[int(len(ticks) * 0.95)],
         "copy_share": engine.stats.copy_s / max(sum(ticks), 1e-9),
+        "copied": engine.cache.copied,
         "entered": engine.stats.entered,
         "exited": engine.stats.exited,
     }
@@ -267,6 +268,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--chdb", action="store_true", help="also time the typical segment on embedded ClickHouse")
     parser.add_argument("--memory-limit", default="4GB")
+    parser.add_argument("--realtime-only", action="store_true", help="only real time, on the segments and memberships a previous run left")
     args = parser.parse_args()
     work = ROOT / f"segments-{args.customers}"
     store_dir = work / "store"
@@ -274,6 +276,8 @@ def main() -> None:
     settings = Settings(data_dir=store_dir, duckdb_memory_limit=args.memory_limit)
     backend = open_backend(settings)
     try:
+        if args.realtime_only:
+            return realtime_figures(backend, args.rate, args.seconds)
         for old in store.list_segments(backend):  # a previous run's segments, memberships and their events
             store.delete(backend, old.segment_id)
         for statement in ("DELETE FROM segment_members", "DELETE FROM segment_sizes", "DELETE FROM events WHERE source = 'segments'"):
@@ -316,22 +320,28 @@ def main() -> None:
         )
         steady = time.perf_counter() - start
         print(f"100 segments refreshed again (the scheduler's case): {steady:.1f} s ({steady / base:.0f}x baseline), {again:,} changes")
-        draft = parse('count("Product Viewed", where: product.price > 30000, window: 21d) >= 2 and traits.city = "Kazan"')
-        took, found = timed(lambda: members(backend, draft, now))
-        print(f"preview of a draft: {took:.3f} s ({took / base:.2f}x baseline), size {len(found):,}")  # type: ignore[arg-type]
+        draft = 'count("Product Viewed", where: product.price > 30000, window: 21d) >= 2 and traits.city = "Kazan"'
+        took, found = timed(lambda: exports.preview(backend, draft, now=now))  # what POST /segments/preview does
+        print(f"preview of a draft (validated, evaluated): {took:.3f} s ({took / base:.2f}x baseline), size {found['size']:,}")  # type: ignore[index]
+        took, found = timed(lambda: exports.preview(backend, draft.replace("30000", "31000"), now=now))
+        print(f"preview of the draft edited (validation read a minute ago): {took:.3f} s ({took / base:.2f}x baseline)")
 
-        ids = [r["profile_id"] for r in backend.rows("SELECT profile_id FROM profile_map USING SAMPLE 2000 ROWS")]
-        figures = realtime(backend, dt.datetime.now(dt.UTC), args.rate, args.seconds, ids)
-        print(
-            f"real time at {args.rate}/s for {args.seconds:.0f} s over 100 segments: event -> membership written "
-            f"p50 {figures['p50_s']:.3f} s, p95 {figures['p95_s']:.3f} s; tick p50 {figures['tick_p50_s']:.3f} s, "
-            f"p95 {figures['tick_p95_s']:.3f} s ({figures['copy_share']:.0%} of tick time copying the touched profiles' rows); "
-            f"{figures['entered']:.0f} entered, {figures['exited']:.0f} exited"
-        )
+        realtime_figures(backend, args.rate, args.seconds)
         if args.chdb:
             chdb_example(backend, tree, now, work)
     finally:
         backend.close()
+
+
+def realtime_figures(backend: Backend, rate: int, seconds: float) -> None:
+    ids = [r["profile_id"] for r in backend.rows("SELECT profile_id FROM profile_map USING SAMPLE 2000 ROWS")]
+    figures = realtime(backend, dt.datetime.now(dt.UTC), rate, seconds, ids)
+    print(
+        f"real time at {rate}/s for {seconds:.0f} s over 100 segments: event -> membership written "
+        f"p50 {figures['p50_s']:.3f} s, p95 {figures['p95_s']:.3f} s; tick p50 {figures['tick_p50_s']:.3f} s, "
+        f"p95 {figures['tick_p95_s']:.3f} s ({figures['copy_share']:.0%} of tick time copying the touched profiles' rows, "
+        f"{figures['copied']:.0f} profiles copied from the store); {figures['entered']:.0f} entered, {figures['exited']:.0f} exited"
+    )
 
 
 def chdb_example(source: Backend, tree: object, now: dt.datetime, work: Path) -> None:
