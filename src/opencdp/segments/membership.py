@@ -54,6 +54,11 @@ class Change:
 
 def stored_members(backend: Backend, segment_id: str, profiles: Iterable[str] | None = None) -> set[str]:
     """Profiles in the segment now, per ``segment_members`` (optionally only among ``profiles``)."""
+    return {str(p) for p in stored_member_ids(backend, segment_id, profiles).to_pylist()}
+
+
+def stored_member_ids(backend: Backend, segment_id: str, profiles: Iterable[str] | None = None) -> pa.Array:
+    """``stored_members`` as an Arrow array."""
     conditions: list[exp.Expr] = [
         exp.column("segment_id").eq(exp.Literal.string(segment_id)),
         exp.column("member").eq(exp.true()),
@@ -61,10 +66,10 @@ def stored_members(backend: Backend, segment_id: str, profiles: Iterable[str] | 
     if profiles is not None:
         ids = [exp.Literal.string(p) for p in profiles]
         if not ids:
-            return set()
+            return pa.array([], pa.string())
         conditions.append(exp.In(this=exp.column("profile_id"), expressions=ids))
     query = exp.select("profile_id").from_(backend.table_ref(SEGMENT_MEMBERS)).where(exp.and_(*conditions))
-    return {str(p) for p in backend.select(query).column("profile_id").to_pylist()}
+    return backend.select(query).column("profile_id").combine_chunks().cast(pa.string())
 
 
 def size(backend: Backend, segment_id: str) -> int:
@@ -152,16 +157,6 @@ def diff(
     if before is None:  # merged-away ids are looked at too, so that they leave the segment
         before = stored_members(backend, segment.segment_id, set(ids) | set(current))
     return Change(segment.segment_id, sorted(now_in - before), sorted(before - now_in))
-
-
-def stored_member_ids(backend: Backend, segment_id: str) -> pa.Array:
-    """All stored members of a segment, as an Arrow array."""
-    query = (
-        exp.select("profile_id")
-        .from_(backend.table_ref(SEGMENT_MEMBERS))
-        .where(exp.and_(exp.column("segment_id").eq(exp.Literal.string(segment_id)), exp.column("member").eq(exp.true())))
-    )
-    return backend.select(query).column("profile_id").combine_chunks().cast(pa.string())
 
 
 def stored_for(backend: Backend, profiles: Iterable[str]) -> dict[str, set[str]]:
