@@ -178,6 +178,7 @@ def model(request: Request, principal: Reader) -> Any:
     return {"version": snap.model.version, "trained_at": snap.model.trained_at, "personal": snap.model.personal,
             "stats": snap.model.stats, "last_error": engine.last_error,
             "ready": engine.ready(), "serving": "popularity while the model loads" if snap.warm else "model",
+            "identities_ready": engine.identity_index(snap.model) is not None,
             "impressions": None if impressions is None else {"written": impressions.written, "pending": len(impressions),
                                                              "dropped": impressions.dropped}}
 
