@@ -103,10 +103,11 @@ class ProfileCache:
     def forget(self, raw_ids: Iterable[str]) -> None:
         """Drop every resident profile holding rows of these ids (raw or canonical)."""
         ids = set(raw_ids)
-        if ids and self.resident:
-            found = self.store.rows(exp.select("canonical_id").from_(PROFILE_MAP.name).where(_of("profile_id", ids)))
-            self._drop({r["canonical_id"] for r in found} | (ids & set(self.resident)))
-        if ids:  # rows of an id whose profile_map row was not copied (none yet when it was)
+        if not ids or not self.resident:  # nothing resident: the store is empty
+            return
+        found = self.store.rows(exp.select("canonical_id").from_(PROFILE_MAP.name).where(_of("profile_id", ids)))
+        self._drop({r["canonical_id"] for r in found} | (ids & set(self.resident)))
+        if self.resident:  # rows of an id whose profile_map row was not copied (none yet when it was)
             for table in PER_PROFILE:
                 self.store.execute(f'DELETE FROM "{table.name}" WHERE ' + self.store.render(_of("profile_id", ids)))
 
