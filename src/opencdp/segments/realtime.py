@@ -203,10 +203,11 @@ class RealtimeSegments:
             changes: list[Change] = []
             due = [(segment, self._affected(segment, touched, known, now)) for segment in segments]
             due = [(segment, profiles) for segment, profiles in due if profiles]
-            ids = canonical(self.backend, touched)
-            needed = {ids[p] for _, profiles in due for p in profiles}
             started = time.monotonic()
-            self.cache.sync(ids, observed, needed)
+            ids: dict[str, str] = {}
+            if due or self.cache.resident:  # the observed rows of resident profiles are added either way
+                ids = canonical(self.backend, touched)
+                self.cache.sync(ids, observed, {ids[p] for _, profiles in due for p in profiles})
             if due:
                 everyone = {p for _, profiles in due for p in profiles}
                 mine_all = {p: ids[p] for p in everyone}

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from sqlglot import exp
 
 from opencdp.storage import profile_summary
@@ -89,9 +88,9 @@ class Backend(ABC):
     capabilities: Capabilities
     name: str
     settings: Any = None
+    """The ``Settings`` it was opened with (``open_backend``), for stages that need them."""
     observers: list[Callable[[pa.Table], None]] | None = None
     """Called with the events ``record_events`` stored (the server sets its loader's listeners)."""
-    """The ``Settings`` it was opened with (``open_backend``), for stages that need them."""
 
     # -- primitives ----------------------------------------------------------
     @abstractmethod
@@ -140,8 +139,7 @@ class Backend(ABC):
         result = self.load(batch)
         observers = self.observers or []
         if observers and result.new_message_ids:
-            new = pa.array(result.new_message_ids, pa.string())
-            stored = batch.events.filter(pc.is_in(batch.events.column("message_id"), value_set=new))
+            stored = profile_summary.stored_events(batch.events, result.new_message_ids)  # as the loader does
             for observer in list(observers):
                 try:
                     observer(stored)
