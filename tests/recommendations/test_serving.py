@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from opencdp.config import Settings
+from opencdp.recommendations import identities
 from opencdp.recommendations.blocks import Block
 from opencdp.recommendations.engine import Engine
-from opencdp.recommendations.identities import HashIndex
+from opencdp.recommendations.identities import NO_HISTORY, HashIndex
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import EVENTS, PRODUCTS
 from tests.recommendations.conftest import NOW, catalogue_rows, table_of
@@ -40,6 +42,17 @@ def test_hash_index_finds_only_its_keys() -> None:
     assert index.lookup(["c", "x", "a"]).tolist() == [9, -2, 7]
     assert len(HashIndex([], np.array([], "int32"))) == 0
     assert HashIndex([], np.array([], "int32")).lookup(["a"]).tolist() == [-2]
+
+
+def test_ids_resolve_to_model_rows_a_slice_at_a_time(monkeypatch: Any) -> None:
+    monkeypatch.setattr(identities, "SLICE", 2)  # five ids: three slices
+    users = np.asarray(["u0", "u1", "u2"], dtype=str)
+    rows_of = HashIndex.of_hashes(np.array([hash("u0"), hash("u1"), hash("u2"), hash("impostor")]), np.array([0, 1, 2, 0]))
+    keys = pa.chunked_array([["a", "b"], ["c", "d", "e"]])
+    canonical = pa.chunked_array([["u2", None], ["u0", "gone", "impostor"]])
+    index = identities._resolved(keys, canonical, rows_of, users)
+    assert [index.get(k) for k in "abcde"] == [2, NO_HISTORY, 0, NO_HISTORY, NO_HISTORY]  # a hash match is not the id
+    assert identities.column_hashes(canonical, empty="-").tolist() == [hash(v) for v in ("u2", "-", "u0", "gone", "impostor")]
 
 
 def test_visitors_are_resolved_without_asking_the_store(shared_shop: Backend, tmp_path: Path) -> None:

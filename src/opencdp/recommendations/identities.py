@@ -16,6 +16,12 @@ canonical profile) and maps every known id to that profile's row in the served m
 Python's ``hash`` of a string is stable within a process, which is all an in-memory
 index needs; a 64-bit collision would have to hit a looked-up id, and
 ``Model.user_row`` also compares the id itself.
+
+The index is built while the server answers requests, so no step of the build may hold
+the GIL for long: a whole 2M-row column turned into Python strings, or 1.7M model ids
+gathered into one numpy string array, is a single C call that held it 0.2-0.8 s (every
+request waited that long; measured with a 1 ms ticker thread). The build works in
+slices of ``SLICE`` rows instead; between them the request threads get the GIL.
 """
 
 from __future__ import annotations
@@ -33,13 +39,24 @@ from opencdp.storage.schema import IDENTITIES, PROFILE_MAP
 NO_HISTORY = -1
 """The profile exists, but the model has no row for it."""
 MISSING = -2
+SLICE = 16_384
+"""Rows per step of a background build (each step's C calls hold the GIL a few milliseconds)."""
 
 
 class HashIndex:
     """Strings -> int32 values, as sorted hashes (no per-key Python objects)."""
 
     def __init__(self, keys: Iterable[str], values: np.ndarray) -> None:
-        hashes = np.fromiter((hash(k) for k in keys), np.int64, count=len(values))
+        self._build(np.fromiter((hash(k) for k in keys), np.int64, count=len(values)), values)
+
+    @classmethod
+    def of_hashes(cls, hashes: np.ndarray, values: np.ndarray) -> HashIndex:
+        """An index of keys already hashed with ``hash`` (``column_hashes``)."""
+        index = cls.__new__(cls)
+        index._build(hashes, values)
+        return index
+
+    def _build(self, hashes: np.ndarray, values: np.ndarray) -> None:
         order = np.argsort(hashes, kind="stable")
         self._hashes = hashes[order]
         self._values = np.asarray(values, np.int32)[order]
@@ -49,9 +66,12 @@ class HashIndex:
 
     def lookup(self, keys: Sequence[str]) -> np.ndarray:
         """The values of many keys at once; ``missing`` (-2) for those not in the index."""
-        hashes = np.fromiter((hash(k) for k in keys), np.int64, count=len(keys))
+        return self.lookup_hashes(np.fromiter((hash(k) for k in keys), np.int64, count=len(keys)))
+
+    def lookup_hashes(self, hashes: np.ndarray) -> np.ndarray:
+        """``lookup`` of keys already hashed."""
         if not len(self._hashes):
-            return np.full(len(keys), MISSING, np.int32)
+            return np.full(len(hashes), MISSING, np.int32)
         k = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
         return np.where(self._hashes[k] == hashes, self._values[k], MISSING).astype(np.int32)
 
@@ -66,6 +86,16 @@ class HashIndex:
 def user_index(users: Sequence[str] | np.ndarray) -> HashIndex:
     """A model's profile ids -> their rows."""
     return HashIndex((str(u) for u in users), np.arange(len(users), dtype=np.int32))
+
+
+def column_hashes(column: pa.ChunkedArray | pa.Array, empty: str = "") -> np.ndarray:
+    """``hash`` of every string of an Arrow column (a null hashes as ``empty``), a slice at a time."""
+    out = np.empty(len(column), np.int64)
+    for start in range(0, len(column), SLICE):
+        part = column.slice(start, SLICE).to_pylist()
+        out[start:start + len(part)] = np.fromiter((hash(v if v is not None else empty) for v in part), np.int64,
+                                                   count=len(part))
+    return out
 
 
 @dataclass(frozen=True)
@@ -104,12 +134,15 @@ class IdentityIndex:
 
 
 def _resolved(keys: pa.ChunkedArray, canonical: pa.ChunkedArray, rows_of: HashIndex, users: np.ndarray) -> HashIndex:
-    names = keys.to_pylist()
-    profiles = [p or "" for p in canonical.to_pylist()]
-    rows = rows_of.lookup(profiles)
-    rows[rows < 0] = NO_HISTORY
-    found = np.flatnonzero(rows >= 0)
-    if len(found):  # a hash match must be the very id (vectorised compare, no per-row Python)
-        same = np.asarray(users, dtype=str)[rows[found]] == np.asarray(profiles, dtype=str)[found]
-        rows[found[~same]] = NO_HISTORY
-    return HashIndex((str(k) for k in names), rows)
+    """``keys`` -> the model row of their ``canonical`` profile (NO_HISTORY if the model has none)."""
+    rows = np.empty(len(canonical), np.int32)
+    for start in range(0, len(canonical), SLICE):
+        names = [p or "" for p in canonical.slice(start, SLICE).to_pylist()]
+        found = rows_of.lookup(names)
+        hit = np.flatnonzero(found >= 0)
+        if len(hit):  # a hash match must be the very id
+            same = users[found[hit]] == np.asarray([names[j] for j in hit.tolist()], dtype=str)
+            found[hit[~same]] = NO_HISTORY
+        found[found < 0] = NO_HISTORY
+        rows[start:start + len(names)] = found
+    return HashIndex.of_hashes(column_hashes(keys), rows)
