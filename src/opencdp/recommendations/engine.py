@@ -160,8 +160,6 @@ class Engine:
                 model.save(self.model_dir)
             self._record(model)
             self._swap(model, catalogue)
-        if self._thread is not None:  # serving: place ids in memory against the new model
-            self.load_identities()
         return model
 
     def load_latest(self) -> bool:
@@ -223,11 +221,14 @@ class Engine:
         if version and version == self._catalogue_version:
             return
         self._swap(*self._catalogue_for(snap.model))
-        self._catalogue_version = version
 
     def _catalogue_for(self, model: Model) -> tuple[Model, Catalogue]:
         """The store's catalogue in the model's item order (products gone from it count as out of stock),
-        and the model widened by the products it has not seen (``coldstart.extend``)."""
+        and the model widened by the products it has not seen (``coldstart.extend``).
+
+        Notes the catalogue's version (read first: a change while reading shows at the next
+        refresh), so the first refresh does not rebuild the snapshot of an unchanged catalogue."""
+        self._catalogue_version = catalogue_version(self.backend)
         current = read_catalogue(self.backend)
         if list(current.product_id) == list(model.items):
             return model, current
@@ -247,17 +248,25 @@ class Engine:
         return model, catalogue
 
     def _swap(self, model: Model, catalogue: Catalogue) -> None:
+        """Publish a new snapshot; a serving engine builds a new model's identity index first.
+
+        Published the other way round, every request for an id the new model cannot place
+        (any anonymous visitor) asked the store until the index was built, seconds later.
+        """
         model.user_index()  # built here (the background), not by the first request that needs it
+        if self._thread is not None and self.identity_index(model) is None:
+            self._guard(lambda: self._index_identities(model), "loading the identity index")
         self._snapshot = Snapshot(model, catalogue, scoring.Features(catalogue), catalogue.index())
         self._rules_cache.clear()
 
     def load_identities(self) -> None:
-        """Build the identity index against the served model (a scan of profile_map and identities)."""
+        """Rebuild the identity index against the served model (a scan of profile_map and identities)."""
         snap = self._snapshot
-        if snap is None:
-            return
-        index = IdentityIndex.load(self.backend, snap.model.user_index(), snap.model.users)
-        self._identities = (snap.model.version, index)
+        if snap is not None:
+            self._index_identities(snap.model)
+
+    def _index_identities(self, model: Model) -> None:
+        self._identities = (model.version, IdentityIndex.load(self.backend, model.user_index(), model.users))
 
     def identity_index(self, model: Model) -> IdentityIndex | None:
         found = self._identities
