@@ -47,6 +47,7 @@ from opencdp.recommendations import coldstart, scoring
 from opencdp.recommendations.blocks import CONTEXT_ALGORITHMS, MAX_SIZE, Block, Variant
 from opencdp.recommendations.data import (
     DEFAULT_WEIGHTS,
+    PYTHON_SLICE,
     Catalogue,
     Interactions,
     catalogue_version,
@@ -575,17 +576,29 @@ def _train_elsewhere(
 
     A serving process that trains holds the GIL through minutes of scipy work (sparse
     products do not release it), and every request waits behind it; in a child only
-    the hand-over (pickled arrays) and the final load touch the server's interpreter.
+    the hand-over and the final load touch the server's interpreter. The profile ids and
+    regions travel as Arrow (a few buffers): pickling 1.7M Python strings held the GIL
+    for half a second.
     """
+    users, portable_regions = _portable(interactions.users), _portable(regions)
+    rest = dataclasses.replace(interactions, users=np.empty(0, dtype=object))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_train_and_save, interactions, catalogue, params, regions, directory).result()
+        return pool.submit(_train_and_save, rest, users, catalogue, params, portable_regions, directory).result()
+
+
+def _portable(strings: np.ndarray) -> pa.ChunkedArray:
+    """Python strings as Arrow, converted a slice at a time (each slice a short hold of the GIL)."""
+    return pa.chunked_array([pa.array(strings[start:start + PYTHON_SLICE], pa.string())
+                             for start in range(0, len(strings), PYTHON_SLICE)], pa.string())
 
 
 def _train_and_save(
-    interactions: Interactions, catalogue: Catalogue, params: TrainParams, regions: np.ndarray, directory: Path,
+    interactions: Interactions, users: pa.ChunkedArray, catalogue: Catalogue, params: TrainParams,
+    regions: pa.ChunkedArray, directory: Path,
 ) -> Path:
-    return train(interactions, catalogue, params, regions).save(directory)
+    interactions = dataclasses.replace(interactions, users=np.asarray(users.to_pylist(), dtype=object))
+    return train(interactions, catalogue, params, np.asarray(regions.to_pylist(), dtype=object)).save(directory)
 
 
 def _row(catalogue: Catalogue, i: int) -> dict[str, Any]:

@@ -33,13 +33,14 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
+from opencdp.recommendations.data import PYTHON_SLICE
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import IDENTITIES, PROFILE_MAP
 
 NO_HISTORY = -1
 """The profile exists, but the model has no row for it."""
 MISSING = -2
-SLICE = 16_384
+SLICE = PYTHON_SLICE
 """Rows per step of a background build (each step's C calls hold the GIL a few milliseconds)."""
 
 
