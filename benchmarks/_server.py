@@ -71,6 +71,20 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its live descendants (the server's validation workers)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError, ValueError):
+            total += cpu_seconds(current)
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    pending.extend(int(child) for child in handle.read().split())
+    return total
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of a process, from /proc/<pid>/status (VmRSS)."""
     with open(f"/proc/{pid}/status") as handle:
@@ -366,7 +380,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)  # seconds, 200 answers only
     errors: dict[str, int] = field(default_factory=dict)  # connection errors and the like
     partial: int = 0  # 200 answers that still rejected some events
-    server_cpu: float = 0.0  # seconds of server CPU (all threads) in the window
+    server_cpu: float = 0.0  # seconds of server CPU (all threads, validation workers too) in the window
     client_cpu: float = 0.0  # seconds of this process's CPU in the window
     connections_opened: int = 0
     probes: list[Any] = field(default_factory=list)  # what ``probe`` returned at the window's start and end
@@ -417,11 +431,11 @@ async def closed_loop(
 
     async def mark() -> None:
         await asyncio.sleep(max(0.0, window_start - loop.time()))
-        marks["server"], marks["client"] = cpu_seconds(server_pid), cpu_seconds()
+        marks["server"], marks["client"] = tree_cpu_seconds(server_pid), cpu_seconds()
         if probe is not None:
             result.probes.append(await asyncio.to_thread(probe))
         await asyncio.sleep(max(0.0, window_end - loop.time()))
-        result.server_cpu = cpu_seconds(server_pid) - marks["server"]
+        result.server_cpu = tree_cpu_seconds(server_pid) - marks["server"]
         result.client_cpu = cpu_seconds() - marks["client"]
         if probe is not None:
             result.probes.append(await asyncio.to_thread(probe))
@@ -746,7 +760,7 @@ async def open_loop(
     for number in range(total):
         scheduled = start + number / rate
         if not cpu_marks and scheduled >= window_start:
-            cpu_marks.append((cpu_seconds(server_pid), cpu_seconds()))
+            cpu_marks.append((tree_cpu_seconds(server_pid), cpu_seconds()))
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -761,7 +775,7 @@ async def open_loop(
         result.unfinished = len(still)
         for task in still:
             task.cancel()
-    server_end, client_end = cpu_seconds(server_pid), cpu_seconds()
+    server_end, client_end = tree_cpu_seconds(server_pid), cpu_seconds()
     elapsed = time.perf_counter() - window_start
     result.server_cpu = (server_end - cpu_marks[0][0]) / elapsed if cpu_marks else 0.0
     result.client_cpu = (client_end - cpu_marks[0][1]) / elapsed if cpu_marks else 0.0

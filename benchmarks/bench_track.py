@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds sent before measuring")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="server setting, e.g. loader_nice=0")
     args = parser.parse_args()
     install_uvloop()
 
@@ -75,7 +76,8 @@ def main() -> None:
 
     results: list[OpenLoopResult] = []
     with work_dir("opencdp-bench-track-") as root:
-        server = start_opencdp(root / "data")
+        settings = dict(item.split("=", 1) for item in args.set)
+        server = start_opencdp(root / "data", env={f"OPENCDP_{k.upper()}": v for k, v in settings.items()})
         try:
             results.append(_run(server, args))
         finally:

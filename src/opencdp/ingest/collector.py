@@ -98,13 +98,16 @@ class Collector:
         default_type: str | None = None,
         sent_at: Any = None,
         context: dict[str, Any] | None = None,
+        body: bytes | None = None,
     ) -> Submission:
         """Validate one request's messages and append them to the write-ahead log.
 
         Batches are validated in a worker process when ``ingest_processes`` > 0:
         validation is most of the CPU an event costs, and there it runs beside the
         event loop instead of holding the interpreter lock. Small requests stay in
-        this thread, where they cost less than a round trip to a worker.
+        this thread, where they cost less than a round trip to a worker. ``body`` is
+        the ``/v1/batch`` body the messages came from: a worker gets it whole (one
+        copy) rather than the messages one by one.
         """
         self.check_capacity()
         envelope = self._envelope(source, default_type, sent_at)
@@ -112,16 +115,12 @@ class Collector:
         if self._workers is None or len(messages) < _WORKER_MIN_MESSAGES:
             validated = validate(messages, envelope, limit, context)
         else:
-            validated = await self._workers.validate([bytes(m) for m in messages], envelope, limit, context)
+            payload = body if body is not None else [bytes(m) for m in messages]
+            validated = await self._workers.validate(payload, envelope, limit, context)
         return self._log(validated)
 
     def _log(self, validated: Validated) -> Submission:
-        # Records become durable in order, so the last one's future covers both.
-        durable = None
-        if validated.events_record is not None:
-            durable = self.wal.append(validated.events_record)
-        if validated.rejects_record is not None:
-            durable = self.wal.append(validated.rejects_record)
+        durable = self.wal.append_framed(validated.records) if validated.records else None
         return Submission(validated.accepted, validated.rejected, durable)
 
     def reject(self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None) -> Future[int]:

@@ -16,8 +16,16 @@ import msgspec
 from opencdp.ingest import records
 from opencdp.ingest.fastpath import normalize_json
 from opencdp.ingest.segment import Envelope, Rejected, normalize
+from opencdp.ingest.wal import frame
 
 _decode_json = msgspec.json.Decoder().decode
+
+
+class _Batch(msgspec.Struct):
+    batch: list[msgspec.Raw]
+
+
+_decode_batch = msgspec.json.Decoder(_Batch).decode
 
 
 @dataclass
@@ -36,12 +44,16 @@ class Rejection:
 
 @dataclass
 class Validated:
-    """What validation makes of one request: write-ahead log records and the rejections."""
+    """What validation makes of one request: write-ahead log records and the rejections.
+
+    ``records`` are framed for the log (``wal.frame``), the events record then the
+    rejects record, each only when there is one: ready for ``append_framed``, so a
+    worker process does the checksumming and copying instead of the event loop.
+    """
 
     accepted: int
     rejected: list[Rejection]
-    events_record: bytes | None
-    rejects_record: bytes | None
+    records: bytes
 
 
 def validate(
@@ -74,12 +86,17 @@ def validate(
             rejects.append(
                 reject_row(envelope.received_at_ms, envelope.source, error.code, error.detail, error.field, index, bytes(raw))
             )
-    return Validated(
-        len(accepted),
-        rejected,
-        records.encode(records.EVENTS_KIND, accepted) if accepted else None,
-        records.encode(records.REJECTS_KIND, rejects) if rejects else None,
-    )
+    framed = b""
+    if accepted:
+        framed = frame(records.encode(records.EVENTS_KIND, accepted))
+    if rejects:
+        framed += frame(records.encode(records.REJECTS_KIND, rejects))
+    return Validated(len(accepted), rejected, framed)
+
+
+def batch_messages(body: bytes) -> list[msgspec.Raw]:
+    """The events of a ``/v1/batch`` body the API has already checked (workers get the body whole)."""
+    return _decode_batch(body).batch
 
 
 def _decode(raw: msgspec.Raw | bytes) -> Any:

@@ -29,7 +29,7 @@ from typing import Any
 
 from opencdp.errors import TransientError
 from opencdp.ingest.segment import Envelope
-from opencdp.ingest.validation import Validated, validate
+from opencdp.ingest.validation import Validated, batch_messages, validate
 
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<I")
@@ -118,7 +118,7 @@ class ValidationWorkers:
 
     async def validate(
         self,
-        messages: Sequence[bytes],
+        messages: Sequence[bytes] | bytes,
         envelope: Envelope,
         max_event_bytes: int,
         context: dict[str, Any] | None,
@@ -130,7 +130,7 @@ class ValidationWorkers:
                 while len(self._workers) < self.count:
                     self._workers.append(await self._spawn())
             worker = min(self._workers, key=lambda w: len(w.pending))
-        return await worker.send((messages, envelope, max_event_bytes, context))
+        return await worker.send((messages, envelope, max_event_bytes, context))  # bytes: a whole /v1/batch body
 
     async def close(self) -> None:
         workers, self._workers = self._workers, []
@@ -151,6 +151,8 @@ def serve(requests: Any, results: Any) -> None:
         (size,) = _HEADER.unpack(header)
         messages, envelope, max_event_bytes, context = pickle.loads(read(size))
         try:
+            if isinstance(messages, bytes):
+                messages = batch_messages(messages)
             result: Any = validate(messages, envelope, max_event_bytes, context)
         except (
             Exception

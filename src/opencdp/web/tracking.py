@@ -158,7 +158,7 @@ async def batch(request: Request) -> Response:
         return await _unreadable(request, error, body)
     source = _source(request, parsed.writeKey)
     submission = await _collector(request).submit(
-        parsed.batch, source=source, sent_at=parsed.sentAt, context=parsed.context
+        parsed.batch, source=source, sent_at=parsed.sentAt, context=parsed.context, body=body
     )
     return await _answer(submission, single=False)
 
