@@ -165,26 +165,35 @@ def _pct(values: list[float], q: float) -> float:
 
 def serve_figures(
     customers: int, known: list[str], products: list[str], models: Path, seconds: float, impressions: bool = True,
+    identity_refresh_s: float = 600.0,
 ) -> dict[str, Any]:
+    from sqlglot import exp
+
     from opencdp.storage.duckdb import DuckDBBackend
-    from opencdp.storage.schema import PRODUCTS
+    from opencdp.storage.schema import IDENTITIES, PRODUCTS, PROFILE_MAP
 
     out: dict[str, Any] = {}
     with work_dir("bench-recs") as work:
         data = work / "data"
+        # the catalogue, and every profile id and identifier (2M): the server's identity index is built from them
         source = DuckDBBackend(shop_store(customers), read_only=True)
-        catalogue = source.select(__import__("sqlglot").exp.select("*").from_(source.table_ref(PRODUCTS)))
+        tables = {t.name: source.select(exp.select("*").from_(source.table_ref(t))) for t in (PRODUCTS, PROFILE_MAP, IDENTITIES)}
         source.close()
         store = DuckDBBackend(data / "opencdp.duckdb")
         store.create_schema()
-        store.insert(PRODUCTS.name, catalogue)
+        for name, table in tables.items():
+            store.insert(name, table)
         store.close()
+        out["profile_ids"] = tables[PROFILE_MAP.name].num_rows
+        out["identifiers"] = tables[IDENTITIES.name].num_rows
+        del tables
         (data / "models").mkdir(parents=True, exist_ok=True)
         for path in models.glob("recs-*.npz"):
             os.link(path, data / "models" / path.name)
         server = start_opencdp(data, env={"OPENCDP_RECS_RETRAIN_INTERVAL_S": "0", "OPENCDP_RECS_PUBLIC_RATE_PER_S": "0",
                                           "OPENCDP_RECS_PERSONAL_ALGORITHM": "als",
-                                          "OPENCDP_RECS_RECORD_IMPRESSIONS": "true" if impressions else "false"}, timeout=120)
+                                          "OPENCDP_RECS_RECORD_IMPRESSIONS": "true" if impressions else "false",
+                                          "OPENCDP_RECS_IDENTITY_REFRESH_S": str(identity_refresh_s)}, timeout=120)
         try:
             admin = {"Authorization": f"Bearer {server.admin_key}", "Content-Type": "application/json"}
             for body in ({"id": "for_you", "algorithm": "personal", "size": 10, "rules": {"max_per_category": 3}},
@@ -323,6 +332,8 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true", help="serve the model a previous run saved")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--no-impressions", action="store_true", help="serve without recording impressions (to compare)")
+    parser.add_argument("--identity-refresh-s", type=float, default=600.0,
+                        help="the server's identity index rebuild interval (a few seconds: measure serving during rebuilds)")
     args = parser.parse_args()
     results: dict[str, Any] = {}
     models = BENCH_DATA / f"recs-{args.customers}" / "models"
@@ -333,7 +344,7 @@ def main() -> None:
         results["train"], known, products = train_figures(args.customers, models)
     if not args.skip_serve:
         results["serve"] = serve_figures(args.customers, known, products, models, args.seconds,
-                                         impressions=not args.no_impressions)
+                                         impressions=not args.no_impressions, identity_refresh_s=args.identity_refresh_s)
     if not args.skip_quality:
         results["quality"] = quality_figures(args.customers)
     print(json.dumps(results, indent=1, default=str))
