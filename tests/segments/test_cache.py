@@ -8,9 +8,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from opencdp.segments import membership
 from opencdp.segments.cache import ProfileCache
+from opencdp.segments.store import Segment
 from opencdp.storage.base import Backend, LoadBatch
-from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP
+from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP, SEGMENT_MEMBERS
 from tests.segments.test_membership import NOW, event, table_of
 
 
@@ -81,3 +83,23 @@ def test_an_old_copy_is_copied_again(backend: Backend) -> None:
     stored(backend, [event("a2", "a", "Product Viewed")])  # written around the loader (an import): not observed
     cache.sync({"a": "a"}, [], {"a"})
     assert kept(cache, "a") == ["a1", "a2"] and cache.copied == 2
+
+
+def test_memberships_are_copied_and_kept_current_from_every_write(backend: Backend) -> None:
+    mapped(backend, ("a", "a"), ("b", "b"))
+    stored(backend, [event("a1", "a", "Product Viewed"), event("b1", "b", "Product Viewed")])
+    vip = Segment("vip", "vip", "", None)
+    membership.write_changes(backend, vip, membership.Change("vip", entered=["a"]), NOW, "")
+    cache = ProfileCache(backend)
+    cache.sync({"a": "a", "b": "b"}, [], {"a", "b"})
+
+    def members() -> list[tuple[str, str, bool]]:
+        target = ProfileCache(backend).store
+        cache.extract({"a", "b"}, target)
+        return sorted((r["segment_id"], r["profile_id"], r["member"]) for r in target.current(SEGMENT_MEMBERS).to_pylist())
+
+    assert members() == [("vip", "a", True)]  # copied with the profile
+    later = NOW + dt.timedelta(seconds=1)  # an API refresh or a scheduled one: written around real time
+    membership.write_changes(backend, vip, membership.Change("vip", entered=["b"], exited=["a"]), later, "refresh")
+    assert members() == [("vip", "a", False), ("vip", "b", True)]
+    assert cache.copied == 2  # kept current, not copied again

@@ -21,6 +21,7 @@ from opencdp.storage.schema import (
     ORDER_LINES,
     PRODUCTS,
     QUARANTINE,
+    SEGMENT_MEMBERS,
     TABLES,
 )
 
@@ -145,6 +146,8 @@ def test_schema_creation_is_idempotent(backend: Backend) -> None:
 
 def test_schema_upgrade_adds_declared_columns_to_existing_tables(backend: Backend) -> None:
     backend.load(batch([event("m1")], [line("m1", 0)]))
+    # a store from before the column (and so its index) was declared
+    backend.execute("DROP INDEX order_lines_profile_id" if backend.name == "duckdb" else "ALTER TABLE order_lines DROP INDEX order_lines_profile_id")
     backend.execute("ALTER TABLE order_lines DROP COLUMN profile_id")
     assert "profile_id" not in backend.column_names("order_lines")
     backend.create_schema()
@@ -364,6 +367,26 @@ def test_upsert_newest_version_wins(backend: Backend) -> None:
         ("p2", 7.0, v3),
     ]
     assert backend.count(PRODUCTS) == 2
+
+
+def test_upsert_of_new_and_stored_keys_in_one_batch(backend: Backend) -> None:
+    """segment_members: new keys are inserted, stored ones updated only by a newer version."""
+    v1, v2 = T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=2)
+
+    def rows(*members: tuple[str, str, bool, dt.datetime]) -> pa.Table:
+        return table_of(SEGMENT_MEMBERS.arrow_schema, [
+            {"segment_id": s, "profile_id": p, "member": m, "since": at, "updated_at": at} for s, p, m, at in members
+        ])
+
+    backend.upsert(SEGMENT_MEMBERS, rows(("vip", "a", True, v2), ("vip", "b", True, v1)))
+    backend.upsert(SEGMENT_MEMBERS, rows(
+        ("vip", "a", False, v1),  # older than what is stored: ignored
+        ("vip", "b", False, v2),  # newer: b left
+        ("vip", "c", True, v1), ("vip", "c", True, v2),  # new, twice in the batch: the newest kept
+        ("new", "a", True, v1),  # a stored profile, a new key
+    ))
+    current = sorted((r["segment_id"], r["profile_id"], r["member"], r["updated_at"]) for r in backend.current(SEGMENT_MEMBERS).to_pylist())
+    assert current == [("new", "a", True, v1), ("vip", "a", True, v2), ("vip", "b", False, v2), ("vip", "c", True, v2)]
 
 
 def test_current_filters_with_a_where_clause(backend: Backend) -> None:

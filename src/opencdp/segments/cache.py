@@ -3,42 +3,55 @@
 Events are stored in time order, not by profile, so reading one profile's history means
 scanning the whole ``profile_id`` column: about 0.5 s over 20M events on two cores, each
 real-time tick. ``ProfileCache`` pays that once per profile: the first time a profile is
-touched its rows (events, order lines, ids merged into it) are copied into an in-memory
-store, and from then on the events the loader stores are added as they are observed
-(their order lines read by message id from the recent end of ``order_lines``). People
-who are active now send many events in a row, so most events of a tick find their
-profile resident.
+touched its rows (events, order lines, ids merged into it, segment memberships) are copied
+into an in-memory store, and from then on the events the loader stores are added as they
+are observed (their order lines read by message id from the recent end of ``order_lines``)
+and the memberships as ``membership`` writes them (``membership.watch``). People who are
+active now send many events in a row, so most events of a tick find their profile resident.
 
 A resident profile is copied again after ``max_age_s`` (rows written around the loader:
-imports, erasure, a merge) and when it is merged into another; the least recently used
-are dropped beyond ``max_profiles``. ``extract`` fills the tick's small evaluation store
-with just the touched profiles, so each segment is evaluated on a few thousand rows.
+imports, erasure, a merge, another process's writes) and when it is merged into another;
+the least recently used are dropped beyond ``max_profiles``. ``extract`` fills the tick's
+small evaluation store with just the touched profiles, so each segment is evaluated on a
+few thousand rows.
+
+Sets of ids travel as one list parameter (``among``), never as literals: an ``IN`` list of
+thousands of ids took sqlglot longer to copy and render than the engine took to answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlglot import exp
 
+from opencdp.segments import membership
 from opencdp.segments.sql import DIALECTS
-from opencdp.storage.base import Backend
-from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP, Table
+from opencdp.storage.base import Backend, among, indexed
+from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP, SEGMENT_MEMBERS, Table
 
-PER_PROFILE = (EVENTS, ORDER_LINES, PROFILE_MAP)
+PER_PROFILE = (EVENTS, ORDER_LINES, PROFILE_MAP, SEGMENT_MEMBERS)
 """The tables whose rows belong to a profile (by the raw ``profile_id`` a canonical id maps from)."""
 
 
-def _ids(values: Iterable[str]) -> list[exp.Expr]:
-    return [exp.Literal.string(v) for v in sorted(set(values))] or [exp.Null()]
+def select(backend: Backend, table: Table | exp.Expr | str, where: exp.Expr | None, **ids: Iterable[str]) -> pa.Table:
+    """``SELECT *`` of ``table`` where ``where`` holds, with the named id lists as parameters."""
+    source = backend.table_ref(table) if isinstance(table, Table) else table
+    query = exp.select("*").from_(source)
+    if where is not None:
+        query = query.where(where)
+    return backend.query_arrow(backend.render(query), {name: sorted(set(values)) for name, values in ids.items()})
 
 
-def _of(column: str, values: Iterable[str]) -> exp.Expr:
-    return exp.In(this=exp.column(column), expressions=_ids(values))
+def _rows(backend: Backend, query: exp.Expression, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return backend.query_arrow(backend.render(query), params).to_pylist()
 
 
 class ProfileCache:
@@ -51,10 +64,19 @@ class ProfileCache:
         self.store = DuckDBBackend(":memory:")
         for table in PER_PROFILE:
             self.store.execute(self.store.create_table_sql(table))
+            self.store.create_indexes(dataclasses.replace(table, indexes=("profile_id",)))
         self.resident: OrderedDict[str, float] = OrderedDict()
         """Canonical id -> when its rows were copied, least recently used first."""
+        self._raw: dict[str, str] = {}
+        """Every id whose rows are resident (canonical ones too) -> its canonical id."""
+        self._ids_of: dict[str, set[str]] = {}
+        """Resident canonical id -> the ids in ``_raw`` mapped to it."""
+        self._written: list[pa.Table] = []
+        """Membership rows of resident profiles written since the last ``sync``."""
+        self._lock = threading.Lock()
         self.copied = 0
         """Profiles copied from the store (the expensive path), for the stats."""
+        membership.watch(backend, self._memberships_written)
 
     def sync(self, ids: dict[str, str], observed: list[pa.Table], need: set[str]) -> None:
         """Bring the rows of the canonical profiles ``need`` up to date, and add ``observed``
@@ -63,6 +85,7 @@ class ProfileCache:
         ``ids``: raw id -> canonical id for every ``profile_id`` in ``observed`` and for ``need``.
         """
         clock = time.monotonic()
+        self._apply_written()
         merged = {raw for raw, c in ids.items() if raw != c and raw in self.resident}  # merged into c since copied
         old = {c for c in set(ids.values()) if c in self.resident and clock - self.resident[c] > self.max_age_s}
         now_of = self._members(self.backend, self.backend.table_ref(PROFILE_MAP), need)
@@ -73,7 +96,7 @@ class ProfileCache:
         self.forget(merged | old | stale | {raw for c in stale for raw in now_of.get(c, ())})
         self._append(observed, {raw for raw, c in ids.items() if c in self.resident})
         if stale:
-            self._copy(stale)
+            self._copy({c: now_of.get(c, set()) | {c} for c in stale})
             self.copied += len(stale)
         for c in need:
             self.resident[c] = clock if c in stale else self.resident[c]
@@ -86,16 +109,22 @@ class ProfileCache:
         """Canonical id -> the ids mapped to it (an indexed read of ``profile_map.canonical_id``)."""
         if not canonical_ids:
             return {}
-        query = exp.select("profile_id", "canonical_id").from_(profile_map).where(_of("canonical_id", canonical_ids))
+        query = exp.select("profile_id", "canonical_id").from_(profile_map).where(among("canonical_id", "ids", indexed=True))
         found: dict[str, set[str]] = {}
-        for row in backend.rows(query):
+        for row in _rows(backend, query, {"ids": sorted(canonical_ids)}):
             found.setdefault(row["canonical_id"], set()).add(row["profile_id"])
         return found
 
+    def raw_ids(self, canonical_ids: Iterable[str]) -> set[str]:
+        """Every id whose rows belong to these resident profiles (merged-away ids included)."""
+        return {raw for c in canonical_ids for raw in self._ids_of.get(c, ())}
+
     def extract(self, canonical_ids: Iterable[str], into: Backend) -> None:
         """Replace ``into``'s per-profile tables with the rows of these (resident) profiles."""
+        self._apply_written()
+        raw = self.raw_ids(canonical_ids)
         for table in PER_PROFILE:
-            rows = self.store.current(table, belongs(PROFILE_MAP.name, canonical_ids))
+            rows = select(self.store, table.name, among("profile_id", "ids", indexed=True), ids=raw) if raw else table.empty()
             into.execute(f'DELETE FROM "{table.name}"')
             if rows.num_rows:
                 into.insert(table.name, rows)
@@ -105,22 +134,46 @@ class ProfileCache:
         ids = set(raw_ids)
         if not ids or not self.resident:  # nothing resident: the store is empty
             return
-        found = self.store.rows(exp.select("canonical_id").from_(PROFILE_MAP.name).where(_of("profile_id", ids)))
-        self._drop({r["canonical_id"] for r in found} | (ids & set(self.resident)))
+        self._drop({self._raw[i] for i in ids if i in self._raw} | (ids & set(self.resident)))
         if self.resident:  # rows of an id whose profile_map row was not copied (none yet when it was)
-            for table in PER_PROFILE:
-                self.store.execute(f'DELETE FROM "{table.name}" WHERE ' + self.store.render(_of("profile_id", ids)))
+            self._delete(ids)
+
+    def _memberships_written(self, rows: pa.Table) -> None:
+        """``membership.watch``: keep the rows of resident ids, added at the next ``sync``."""
+        with self._lock:
+            if not self._raw:
+                return
+            resident = pa.array(list(self._raw), pa.string())
+        mine = rows.filter(pc.is_in(rows.column("profile_id"), value_set=resident))
+        if mine.num_rows:
+            with self._lock:
+                self._written.append(mine)
+
+    def _apply_written(self) -> None:
+        with self._lock:
+            written, self._written = self._written, []
+            resident = pa.array(list(self._raw), pa.string()) if written else None
+        if written:  # of the profiles still resident (one may have been dropped since)
+            rows = pa.concat_tables(written)
+            self.store.upsert(SEGMENT_MEMBERS, rows.filter(pc.is_in(rows.column("profile_id"), value_set=resident)))
 
     # ----------------------------------------------------------------------------------------
+    def _delete(self, ids: set[str]) -> None:
+        for table in PER_PROFILE:
+            where = self.store.render(among("profile_id", "ids", indexed=True))
+            self.store.execute(f'DELETE FROM "{table.name}" WHERE {where}', {"ids": sorted(ids)})
+
     def _drop(self, canonical_ids: set[str]) -> None:
         if not canonical_ids:
             return
-        raw = {r["profile_id"] for r in self.store.rows(exp.select("profile_id").from_(PROFILE_MAP.name).where(_of("canonical_id", canonical_ids)))}
-        raw |= canonical_ids
-        for table in PER_PROFILE:
-            self.store.execute(f'DELETE FROM "{table.name}" WHERE ' + self.store.render(_of("profile_id", raw)))
-        for c in canonical_ids:
-            self.resident.pop(c, None)
+        raw = self.raw_ids(canonical_ids) | canonical_ids
+        self._delete(raw)
+        with self._lock:
+            for c in canonical_ids:
+                self.resident.pop(c, None)
+                self._ids_of.pop(c, None)
+            for i in raw:
+                self._raw.pop(i, None)
 
     def _append(self, observed: list[pa.Table], resident_raw: set[str]) -> None:
         """The observed events of resident profiles, each once, with their order lines."""
@@ -131,7 +184,8 @@ class ProfileCache:
         if not events.num_rows:
             return
         ids = events.column("message_id")
-        have = self.store.current(EVENTS, _of("message_id", ids.to_pylist())).column("message_id")
+        have = select(self.store, EVENTS.name, among("message_id", "ids", indexed=indexed(EVENTS, "message_id")), ids=ids.to_pylist())
+        have = have.column("message_id")
         events = events.filter(pc.invert(pc.is_in(ids, value_set=have.combine_chunks())))  # a copy already had it
         if not events.num_rows:
             return
@@ -141,33 +195,31 @@ class ProfileCache:
             dialect = DIALECTS[self.backend.capabilities.dialect]
             times = orders.column("timestamp")
             window = exp.and_(
-                _of("message_id", orders.column("message_id").to_pylist()),
+                among("message_id", "ids", indexed=indexed(ORDER_LINES, "message_id")),
                 exp.column("timestamp").between(dialect.timestamp(pc.min(times).as_py()), dialect.timestamp(pc.max(times).as_py())),
             )
-            lines = self.backend.current(ORDER_LINES, window)  # zone maps skip all but the newest rows
+            # zone maps skip all but the newest rows
+            lines = select(self.backend, ORDER_LINES, window, ids=orders.column("message_id").to_pylist())
             if lines.num_rows:
                 self.store.insert(ORDER_LINES.name, lines)
 
-    def _copy(self, canonical_ids: set[str]) -> None:
+    def _copy(self, raw_of: dict[str, set[str]]) -> None:
+        """Copy the rows of these canonical profiles (-> every id mapped to them, themselves included)."""
+        with self._lock:  # from now on, memberships written for these ids are kept for the next sync
+            self._raw.update({raw: c for c, ids in raw_of.items() for raw in ids})
+            for c, ids in raw_of.items():
+                self._ids_of[c] = set(ids)
+        raw = {i for ids in raw_of.values() for i in ids}
         for table in PER_PROFILE:
-            rows = self.backend.current(table, belongs(self.backend.table_ref(PROFILE_MAP), canonical_ids))
+            rows = select(self.backend, table, among("profile_id", "ids", indexed=indexed(table, "profile_id")), ids=raw)
             if rows.num_rows:
                 self.store.insert(table.name, rows)
 
 
-def belongs(profile_map: exp.Expr | str, canonical_ids: Iterable[str]) -> exp.Expr:
-    """Rows stored under any id of these canonical profiles: a semi-join through ``profile_map``
-    (the engine hashes the few ids once; 3-4x faster over 20M events than a long IN list tested
-    row by row, which took seconds per tick). Every profile id in ``profile_map`` maps to itself
-    or to the profile it was merged into."""
-    members = exp.select("profile_id").from_(profile_map).where(_of("canonical_id", canonical_ids))
-    return exp.In(this=exp.column("profile_id"), query=members.subquery())
-
-
-def copy_shared(backend: Backend, into: Backend, tables: Iterable[tuple[Table, exp.Expr | None]]) -> None:
+def copy_shared(backend: Backend, into: Backend, tables: Iterable[tuple[Table, exp.Expr | None]], **ids: Iterable[str]) -> None:
     """Replace ``into``'s rows of each table with the store's (optionally only those matching)."""
     for table, where in tables:
-        rows = backend.current(table, where)
+        rows = select(backend, table, where, **(ids if where is not None else {}))
         into.execute(f'DELETE FROM "{table.name}"')
         if rows.num_rows:
             into.insert(table.name, rows)

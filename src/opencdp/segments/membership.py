@@ -15,7 +15,8 @@ import json
 import logging
 import threading
 import urllib.request
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlglot import exp
 from opencdp.segments.ast import params_used
 from opencdp.segments.sql import Catalogue, member_ids, members
 from opencdp.segments.store import DYNAMIC, Segment, catalogue
-from opencdp.storage.base import Backend, LoadBatch
+from opencdp.storage.base import Backend, LoadBatch, among
 from opencdp.storage.schema import (
     EVENTS,
     ORDER_LINES,
@@ -37,6 +38,21 @@ from opencdp.storage.schema import (
 
 log = logging.getLogger(__name__)
 ENTERED, EXITED = "Segment Entered", "Segment Exited"
+
+_watchers: weakref.WeakKeyDictionary[Backend, list[Callable[[pa.Table], None]]] = weakref.WeakKeyDictionary()
+
+
+def watch(backend: Backend, listener: Callable[[pa.Table], None]) -> None:
+    """Call ``listener`` with the ``segment_members`` rows of every membership write to ``backend``
+    in this process, after it is stored: the real-time cache keeps its copy of the resident
+    profiles' memberships current this way instead of reading them on every tick."""
+    _watchers.setdefault(backend, []).append(listener)
+
+
+def _written(backend: Backend, rows: pa.Table) -> None:
+    backend.upsert(SEGMENT_MEMBERS, rows)
+    for listener in _watchers.get(backend, ()):
+        listener(rows)
 
 
 @dataclass
@@ -64,12 +80,13 @@ def stored_member_ids(backend: Backend, segment_id: str, profiles: Iterable[str]
         exp.column("member").eq(exp.true()),
     ]
     if profiles is not None:
-        ids = [exp.Literal.string(p) for p in profiles]
+        ids = sorted(set(profiles))
         if not ids:
             return pa.array([], pa.string())
-        conditions.append(exp.In(this=exp.column("profile_id"), expressions=ids))
+        conditions.append(among("profile_id", "ids", indexed=True))  # declared on segment_members
     query = exp.select("profile_id").from_(backend.table_ref(SEGMENT_MEMBERS)).where(exp.and_(*conditions))
-    return backend.select(query).column("profile_id").combine_chunks().cast(pa.string())
+    found = backend.query_arrow(backend.render(query), {"ids": ids} if profiles is not None else None)
+    return found.column("profile_id").combine_chunks().cast(pa.string())
 
 
 def size(backend: Backend, segment_id: str) -> int:
@@ -86,12 +103,8 @@ def canonical(backend: Backend, profile_ids: Iterable[str]) -> dict[str, str]:
     ids = sorted(set(profile_ids))
     if not ids:
         return {}
-    query = (
-        exp.select("profile_id", "canonical_id")
-        .from_(backend.table_ref(PROFILE_MAP))
-        .where(exp.In(this=exp.column("profile_id"), expressions=[exp.Literal.string(i) for i in ids]))
-    )
-    found = {r["profile_id"]: r["canonical_id"] for r in backend.rows(query)}
+    query = exp.select("profile_id", "canonical_id").from_(backend.table_ref(PROFILE_MAP)).where(among("profile_id", "ids", indexed=True))
+    found = {r["profile_id"]: r["canonical_id"] for r in backend.rows(query, {"ids": ids})}
     return {i: found.get(i, i) for i in ids}
 
 
@@ -161,16 +174,16 @@ def diff(
 
 def stored_for(backend: Backend, profiles: Iterable[str]) -> dict[str, set[str]]:
     """Segment id -> its stored members among ``profiles``, for every segment, in one query."""
-    ids = [exp.Literal.string(p) for p in sorted(set(profiles))]
+    ids = sorted(set(profiles))
     found: dict[str, set[str]] = {}
     if not ids:
         return found
     query = (
         exp.select("segment_id", "profile_id")
         .from_(backend.table_ref(SEGMENT_MEMBERS))
-        .where(exp.and_(exp.column("member").eq(exp.true()), exp.In(this=exp.column("profile_id"), expressions=ids)))
+        .where(exp.and_(exp.column("member").eq(exp.true()), among("profile_id", "ids", indexed=True)))
     )
-    for row in backend.rows(query):
+    for row in backend.rows(query, {"ids": ids}):
         found.setdefault(row["segment_id"], set()).add(row["profile_id"])
     return found
 
@@ -244,7 +257,7 @@ def _write(backend: Backend, changes: Sequence[tuple[Segment, Change, str]], now
             for segment, name, ids, _ in parts
         ]
     )
-    backend.upsert(SEGMENT_MEMBERS, members)
+    _written(backend, members)
 
 
 def clear(backend: Backend, segment_id: str, now: dt.datetime) -> int:
@@ -252,7 +265,7 @@ def clear(backend: Backend, segment_id: str, now: dt.datetime) -> int:
     ids = sorted(stored_members(backend, segment_id))
     if ids:
         rows = [{"segment_id": segment_id, "profile_id": p, "member": False, "since": now, "updated_at": now} for p in ids]
-        backend.upsert(SEGMENT_MEMBERS, pa.Table.from_pylist(rows, schema=SEGMENT_MEMBERS.arrow_schema))
+        _written(backend, pa.Table.from_pylist(rows, schema=SEGMENT_MEMBERS.arrow_schema))
     record_size(backend, segment_id, now, Change(segment_id, exited=ids, size=0), "deleted")  # sizes go on from 0
     return len(ids)
 

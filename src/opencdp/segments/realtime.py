@@ -32,7 +32,7 @@ from opencdp.segments.ast import (
     segments_used,
     shortest_window,
 )
-from opencdp.segments.cache import ProfileCache, belongs, copy_shared
+from opencdp.segments.cache import ProfileCache, copy_shared
 from opencdp.segments.membership import (
     ENTERED,
     EXITED,
@@ -45,14 +45,13 @@ from opencdp.segments.membership import (
 )
 from opencdp.segments.sql import Catalogue, members
 from opencdp.segments.store import ACTIVE, DYNAMIC, Segment, catalogue, list_segments
-from opencdp.storage.base import Backend
+from opencdp.storage.base import Backend, among, indexed
 from opencdp.storage.schema import (
     PRODUCT_CHANGES,
     PRODUCTS,
     PROFILE_MAP,
     PROFILE_SCORES,
     SCORE_MODELS,
-    SEGMENT_MEMBERS,
 )
 
 log = logging.getLogger(__name__)
@@ -299,7 +298,7 @@ class RealtimeSegments:
 
     def copy_profiles(self, ids: dict[str, str]) -> Backend:
         """A small in-memory store with every row of these profiles (raw id -> canonical id;
-        their rows from the resident ``cache``, synced first), their memberships and scores,
+        their rows and memberships from the resident ``cache``, synced first), their scores,
         and the catalogue: each segment is then evaluated on the copy in milliseconds."""
         from opencdp.storage.duckdb import DuckDBBackend
 
@@ -308,17 +307,16 @@ class RealtimeSegments:
             self._scratch.create_schema()
         current = set(ids.values())
         self.cache.extract(current, self._scratch)
-        profile_map = self.backend.table_ref(PROFILE_MAP)
         copy_shared(
             self.backend,
             self._scratch,
-            [  # semi-joins: an IN list of thousands of ids tested on each of 20M membership rows took seconds
-                (SEGMENT_MEMBERS, belongs(profile_map, current)),  # merged-away ids are members too
-                (PROFILE_SCORES, belongs(profile_map.copy(), current)),
+            [
+                (PROFILE_SCORES, among("profile_id", "ids", indexed=indexed(PROFILE_SCORES, "profile_id"))),  # merged-away ids too
                 (PRODUCTS, None),
                 (PRODUCT_CHANGES, None),
                 (SCORE_MODELS, None),
             ],
+            ids=self.cache.raw_ids(current) | current,
         )
         return self._scratch
 

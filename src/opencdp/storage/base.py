@@ -36,6 +36,30 @@ def param(name: str, type: T = T.STRING) -> exp.Placeholder:
     return exp.Placeholder(this=name, kind=exp.DataType.build(_PARAM_TYPES[type], nullable=False))
 
 
+def among(column: str | exp.Expr, name: str, *, indexed: bool = False) -> exp.Expr:
+    """``column`` is one of the texts in the list parameter ``name``.
+
+    For sets of ids that change on every call: thousands of literals in an ``IN`` list take
+    sqlglot longer to copy and render than the engine takes to answer, and each rendering is
+    a new query text. ``indexed``: the column has an ART index (a key or a declared index):
+    ``list_contains($name, column)``, which DuckDB answers from the index when few rows match
+    (2,000 profiles' events of 22M in 0.2-0.7 s against 2.5-3.5 s by scan). Otherwise a
+    semi-join, ``column IN (SELECT UNNEST($name))``, which hashes the list once (2.5x faster
+    over a scan than testing each row against the list). ClickHouse: ``has({name: Array(String)}, column)``
+    and ``arrayJoin`` in the semi-join.
+    """
+    values = exp.Placeholder(this=name, kind=exp.DataType.build("Array(String)", dialect="clickhouse"))
+    target = exp.column(column) if isinstance(column, str) else column
+    if indexed:
+        return exp.ArrayContains(this=values, expression=target)
+    return exp.In(this=target, query=exp.select(exp.Explode(this=values)).subquery())
+
+
+def indexed(table: Table, column: str) -> bool:
+    """Reads by ``column`` of ``table`` can use an ART index (on DuckDB): its key starts with it, or it is declared."""
+    return column in table.indexes or table.key[:1] == (column,)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an engine can do, declared up front."""

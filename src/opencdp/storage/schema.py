@@ -126,6 +126,7 @@ EVENTS = Table(
            "read it through profile_map, which redirects merged profiles to the survivor"),
     ),
     order_by=("event", "timestamp"),
+    indexes=("profile_id",),  # a profile's history by key: real-time segments, the timeline
     doc="Every event ever accepted: the source of truth from which profiles are derived.",
     partition_by_month="timestamp",
 )
@@ -154,6 +155,7 @@ ORDER_LINES = Table(
         _c("profile_id", T.STRING, doc="the order event's profile_id"),
     ),
     order_by=("timestamp",),
+    indexes=("profile_id",),  # a profile's order lines by key (real-time segments)
     doc="One row per product in an order event's products[] array.",
     partition_by_month="timestamp",
 )
@@ -426,6 +428,7 @@ SEGMENT_MEMBERS = Table(
     order_by=("segment_id", "profile_id"),
     key=("segment_id", "profile_id"),
     version="updated_at",
+    indexes=("profile_id",),  # the memberships of the profiles a real-time tick evaluates
     doc="Current membership of every segment; changes are also written as Segment Entered/Exited events.",
 )
 

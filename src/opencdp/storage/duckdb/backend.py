@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlglot import exp
 
 from opencdp.errors import StoreLockedError
@@ -96,6 +97,10 @@ class DuckDBBackend(Backend):
         # TIMESTAMPTZ comes back in the session time zone (the machine's by default); the
         # store's contract is UTC. GLOBAL so that the per-thread cursors inherit it.
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        # Read through an ART index when fewer than 0.5% of the rows match (DuckDB's default
+        # is 0.1%): the real-time evaluator reads the memberships of a few thousand profiles
+        # (~20k of 20M rows) on every tick, 50 ms by index against 0.5 s by scan.
+        self._con.execute("SET GLOBAL index_scan_percentage = 0.005")
         if memory_limit:
             # DuckDB's default is 80% of RAM; a server beside other services wants a bound.
             self._con.execute("SET memory_limit = $limit", {"limit": memory_limit})
@@ -219,9 +224,30 @@ class DuckDBBackend(Backend):
 
     def _upsert(self, table: Table, data: pa.Table) -> None:
         assert table.key and table.version, f"{table.name} is not a current-state table"
+        probe = next((c for c in table.key if c in table.indexes), None)
+        if probe is not None and data.num_rows:
+            # Rows of keys not stored yet go in by a plain insert: ON CONFLICT costs ~0.3 ms
+            # a row in a 20M-row table, a plain insert ~2 us. The stored keys among them are
+            # found through the index on ``probe`` (under the write lock: no other writer).
+            ids = pc.unique(data.column(probe)).to_pylist()
+            query = f'SELECT {_names(table.key)} FROM "{table.name}" WHERE list_contains($ids, "{probe}")'
+            stored = self.con.sql(query, params={"ids": ids}).to_arrow_table()
+            keys = list(table.key)
+            fresh = data.join(stored.cast(data.select(keys).schema), keys=keys, join_type="left anti")
+            if fresh.num_rows:
+                self._merge(table, fresh, conflicts=False)
+                data = data.join(stored.cast(data.select(keys).schema), keys=keys, join_type="left semi")
+        if data.num_rows:
+            self._merge(table, data, conflicts=True)
+
+    def _merge(self, table: Table, data: pa.Table, *, conflicts: bool) -> None:
         con = self.con
-        keys = ", ".join(f'"{k}"' for k in table.key)
+        keys = _names(table.key)
         updates = ", ".join(f'"{c}" = excluded."{c}"' for c in table.column_names if c not in table.key)
+        on_conflict = (
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates} "
+            f'WHERE excluded."{table.version}" >= "{table.name}"."{table.version}"'
+        )
         con.register("_upserted", data)
         try:
             # Newest version per key within the batch, then only if newer than what is stored.
@@ -229,8 +255,7 @@ class DuckDBBackend(Backend):
                 f'INSERT INTO "{table.name}" BY NAME '
                 f"SELECT * EXCLUDE (rn) FROM (SELECT *, row_number() OVER "
                 f'(PARTITION BY {keys} ORDER BY "{table.version}" DESC) AS rn FROM _upserted) WHERE rn = 1 '
-                f"ON CONFLICT ({keys}) DO UPDATE SET {updates} "
-                f'WHERE excluded."{table.version}" >= "{table.name}"."{table.version}"'
+                + (on_conflict if conflicts else "")
             )
         finally:
             con.unregister("_upserted")
@@ -246,6 +271,10 @@ class DuckDBBackend(Backend):
 
     def close(self) -> None:
         self._con.close()
+
+
+def _names(columns: tuple[str, ...]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
 
 
 def _rowcount(cursor: duckdb.DuckDBPyConnection) -> int:
