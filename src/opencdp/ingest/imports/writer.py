@@ -1,11 +1,17 @@
-"""Loading into the store on a background thread, in large transactions.
+"""Loading into the store on background threads, in large transactions.
 
-Parsing (Python and Arrow) and loading (the engine's own threads) overlap, so an
-import takes about as long as the slower of the two rather than their sum. Loads
-gather several read batches: a commit has a fixed cost in the store (DuckDB
+Three steps overlap: parsing (the importing thread), identity resolution (the
+``import-identity`` thread: Python, holding the GIL) and loading (the
+``import-loader`` thread: mostly the engine's own code, which releases the GIL).
+An import takes about as long as the slowest step rather than their sum; before,
+resolution and loading ran one after the other on one thread, the longest path
+of the import. Batches keep their order through both steps, and the identity
+stage still writes a batch's identity changes before the batch's events.
+
+Loads gather several read batches: a commit has a fixed cost in the store (DuckDB
 rewrites the table's last row group at each checkpoint), so ~200k rows per load
-is much faster than a load per 50k-row read batch. At most one load waits while
-another runs, which bounds memory.
+is much faster than a load per 50k-row read batch. At most one batch waits before
+each step, which bounds memory.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ class Writer:
         self._lines: list[pa.Table] = []
         self._quarantine: list[pa.Table] = []
         self._rows = 0
-        self._queue: queue.Queue[LoadBatch | None] = queue.Queue(maxsize=1)
-        self._thread: threading.Thread | None = None
+        self._to_resolve: queue.Queue[LoadBatch | None] = queue.Queue(maxsize=1)
+        self._to_load: queue.Queue[LoadBatch | None] = queue.Queue(maxsize=1)
+        self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
 
     def add(self, events: pa.Table, lines: pa.Table | None = None, quarantine: pa.Table | None = None) -> None:
@@ -55,22 +62,23 @@ class Writer:
     def drain(self) -> None:
         """Wait until everything added so far is in the store."""
         self._submit()
-        self._queue.join()
+        self._wait()
         self._raise()
 
     def close(self, *, discard: bool = False) -> None:
-        """Drain (or, after a failure elsewhere, drop what is not yet loading) and stop the thread."""
+        """Drain (or, after a failure elsewhere, drop what is not yet loading) and stop the threads."""
         try:
             if discard:
                 self._events, self._lines, self._quarantine, self._rows = [], [], [], 0
-                self._queue.join()
+                self._wait()
             else:
                 self.drain()
         finally:
-            if self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-                self._thread = None
+            if self._threads:
+                self._to_resolve.put(None)  # passed on to the loader, which stops after it
+                for thread in self._threads:
+                    thread.join()
+                self._threads = []
 
     def _submit(self) -> None:
         if not self._rows:
@@ -81,27 +89,57 @@ class Writer:
             _concat(self._quarantine, QUARANTINE.arrow_schema) if self._quarantine else None,
         )
         self._events, self._lines, self._quarantine, self._rows = [], [], [], 0
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
-            self._thread.start()
-        self._queue.put(batch)
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._run_identity, name="import-identity", daemon=True),
+                threading.Thread(target=self._run_loads, name="import-loader", daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
+        self._to_resolve.put(batch)
 
-    def _run(self) -> None:
+    def _wait(self) -> None:
+        """Until both steps are idle: a batch leaves the first queue only once it is in the second."""
+        self._to_resolve.join()
+        self._to_load.join()
+
+    def _run_identity(self) -> None:
         while True:
-            batch = self._queue.get()
+            batch = self._to_resolve.get()
             try:
                 if batch is None:
+                    self._to_load.put(None)
                     return
                 if self._error is None:  # after a failure, later batches are dropped
-                    self._load(batch)
+                    self._to_load.put(self._resolve(batch))
             except BaseException as error:
                 self._error = error
             finally:
-                self._queue.task_done()
+                self._to_resolve.task_done()
+
+    def _run_loads(self) -> None:
+        while True:
+            batch = self._to_load.get()
+            try:
+                if batch is None:
+                    return
+                if self._error is None:
+                    self._store(batch)
+            except BaseException as error:
+                self._error = error
+            finally:
+                self._to_load.task_done()
 
     def _load(self, batch: LoadBatch) -> LoadResult:
+        return self._store(self._resolve(batch))
+
+    def _resolve(self, batch: LoadBatch) -> LoadBatch:
+        """``profile_id`` filled in events and lines (the identity stage writes what it learned first)."""
         events, lines = stage_for(self.backend).resolve(batch.events, batch.order_lines)
-        result = self.backend.load(dataclasses.replace(batch, events=events, order_lines=lines))
+        return dataclasses.replace(batch, events=events, order_lines=lines)
+
+    def _store(self, batch: LoadBatch) -> LoadResult:
+        result = self.backend.load(batch)
         self.report.events_written += result.inserted
         self.report.duplicates += result.duplicates
         self.report.order_lines += result.order_lines
