@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opencdp.identity.identifiers import USER_ID, Rules, kind_of
@@ -170,7 +170,7 @@ class IdentityGraph:
         group: list[Profile] = []
         new: list[str] = []
         dropped: list[tuple[str, str, Profile | None]] = []
-        counts: Counter[str] = Counter()
+        counts: dict[str, int] = {}  # plain dicts: Counter construction and update cost ~µs per call
         for identifier in identifiers:
             owner = self.owner.get(identifier)
             profile = self.profiles[owner] if owner is not None else None
@@ -179,12 +179,17 @@ class IdentityGraph:
             if profile is not None and self.apart and any(self._kept_apart(profile, g) for g in group):
                 dropped.append((identifier, "kept_apart", profile))
                 continue
-            adds = profile.kinds if profile is not None else Counter({kind_of(identifier): 1})
-            over = [kind for kind, n in adds.items() if counts[kind] + n > self.rules.limits.get(kind, self.rules.default_limit)]
+            adds: Mapping[str, int] = profile.kinds if profile is not None else {kind_of(identifier): 1}
+            over = [
+                kind
+                for kind, n in adds.items()
+                if counts.get(kind, 0) + n > self.rules.limits.get(kind, self.rules.default_limit)
+            ]
             if over:
                 dropped.append((identifier, "user_id_conflict" if USER_ID in over else "limit", profile))
                 continue
-            counts.update(adds)
+            for kind, n in adds.items():
+                counts[kind] = counts.get(kind, 0) + n
             if profile is None:
                 new.append(identifier)
             else:

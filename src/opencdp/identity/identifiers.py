@@ -60,6 +60,7 @@ _EXTERNAL_TYPES = {
     "push_token": DEVICE_TOKEN,
 }
 _decode = msgspec.json.Decoder().decode
+_NOT_SCALAR = (bool, dict, list)  # a tuple: `bool | dict | list` builds a union on every call
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def normalise_phone(value: str, region: str = "RU") -> str | None:
 
 def normalise(kind: str, raw: Any, rules: Rules) -> str | Unusable | None:
     """``kind:value`` for a usable value, an ``Unusable`` for a bad one, None for no value."""
-    if raw is None or isinstance(raw, bool | dict | list):
+    if raw is None or isinstance(raw, _NOT_SCALAR):
         return None
     text = str(raw).strip() if not isinstance(raw, float) or not raw.is_integer() else str(int(raw))
     if not text:
