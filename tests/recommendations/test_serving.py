@@ -89,6 +89,8 @@ def test_popularity_is_served_while_the_saved_model_loads(shared_shop: Backend, 
         while not serving.ready() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert serving.ready() and serving.snapshot().model.version == first.snapshot().model.version
+        # published with its identity index: no moment in which every anonymous visitor asks the store
+        assert serving.identity_index(serving.snapshot().model) is not None
     finally:
         serving.stop()
 
