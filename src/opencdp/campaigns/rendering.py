@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -174,11 +176,33 @@ def render(job: Job, catalogue: Any = None, signer: Signer | None = None) -> lis
     return out
 
 
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """Run in each worker as it starts: end it as soon as the process that started it is gone.
+
+    A parent killed outright (SIGKILL, out of memory) never reaches ``Pool.close``, and a worker
+    waiting for its next slice would wait forever: it holds both ends of the executor's queue.
+    The parent's sentinel (a pipe whose other end only the parent holds) reads EOF when it dies;
+    a changed parent pid covers a pipe end some other child of the parent inherited.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+    sentinel, parent_pid = parent.sentinel, os.getppid()
+
+    def watch() -> None:
+        while not multiprocessing.connection.wait([sentinel], timeout=poll_s) and os.getppid() == parent_pid:
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="render-parent-watch", daemon=True).start()
+
+
 class Pool:
     """Worker processes that render slices of a batch; started on first use, stopped with the sender.
 
     Workers are spawned (not forked: the parent holds store connections and threads), so the
     first batch pays their start (~1 s); a broadcast of thousands of messages repays it at once.
+    Each worker exits when the parent dies (``exit_with_parent``), closed or not.
     """
 
     def __init__(self, processes: int) -> None:
@@ -203,7 +227,8 @@ class Pool:
     def _started(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+                self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                     initializer=exit_with_parent)
                 if not self._registered:
                     atexit.register(self.close)
                     self._registered = True
