@@ -24,7 +24,7 @@ from sqlglot import exp
 
 from opencdp.campaigns.recipients import select_built
 from opencdp.segments.sql import ClickHouse, DuckDB
-from opencdp.storage.base import Backend
+from opencdp.storage.base import Backend, among, indexed
 from opencdp.storage.schema import OUTBOX
 
 PLANNED, SENDING, SENT, DELIVERED, FAILED, SKIPPED, HELD_OUT = (
@@ -167,22 +167,19 @@ def counts(backend: Backend, campaign_id: str) -> dict[str, dict[str, int]]:
 def sent_since(backend: Backend, profile_ids: Sequence[str], since: dt.datetime) -> list[tuple[str, str, dt.datetime]]:
     """(profile, channel, sent_at) of non-transactional messages sent since ``since`` (frequency caps)."""
     out: list[tuple[str, str, dt.datetime]] = []
-    for start in range(0, len(profile_ids), _CHUNK):
-        chunk = profile_ids[start : start + _CHUNK]
-        query = (
-            exp.select("profile_id", "channel", "sent_at")
-            .from_(backend.table_ref(OUTBOX))
-            .where(
-                exp.and_(
-                    exp.In(this=exp.column("profile_id"), expressions=[exp.Literal.string(p) for p in chunk]),
-                    exp.column("state").isin(exp.Literal.string(SENT), exp.Literal.string(DELIVERED)),
-                    exp.column("transactional").not_(),
-                    exp.column("sent_at") >= time_literal(backend, since),
-                    copy=False,
-                ),
-                copy=False,
+    query = backend.render(
+        exp.select("profile_id", "channel", "sent_at")
+        .from_(backend.table_ref(OUTBOX))
+        .where(
+            exp.and_(
+                among("profile_id", "ids", indexed=indexed(OUTBOX, "profile_id")),  # a list parameter, not 5,000 literals
+                exp.column("state").isin(exp.Literal.string(SENT), exp.Literal.string(DELIVERED)),
+                exp.column("transactional").not_(),
+                exp.column("sent_at") >= time_literal(backend, since),
             )
         )
-        table = select_built(backend, query)
+    )
+    for start in range(0, len(profile_ids), _CHUNK):
+        table = backend.query_arrow(query, {"ids": list(profile_ids[start : start + _CHUNK])})
         out += list(zip(*(c.to_pylist() for c in table.columns), strict=True))
     return out

@@ -19,8 +19,8 @@ from sqlglot import exp
 
 from opencdp.consent.model import parse_event
 from opencdp.consent.store import candidates
-from opencdp.storage.base import Backend
-from opencdp.storage.schema import PROFILE_MAP, PROFILE_SUMMARY
+from opencdp.storage.base import Backend, among, indexed
+from opencdp.storage.schema import EVENTS, PROFILE_MAP, PROFILE_SUMMARY
 
 _CHUNK = 2000
 _decode = msgspec.json.Decoder().decode
@@ -92,13 +92,41 @@ def _fold(into: dict[str, list[Any]], text: str) -> None:
             into[name] = held
 
 
+def _members_query(backend: Backend) -> exp.Expression:
+    return exp.select("profile_id", "canonical_id").from_(backend.table_ref(PROFILE_MAP)).where(
+        among("canonical_id", "ids", indexed=indexed(PROFILE_MAP, "canonical_id")))
+
+
+def _summary_query(backend: Backend) -> exp.Expression:
+    return (
+        exp.select("profile_id", "traits")
+        .from_(backend.table_ref(PROFILE_SUMMARY))
+        .where(exp.and_(among("profile_id", "ids", indexed=indexed(PROFILE_SUMMARY, "profile_id")),
+                        exp.column("traits").is_(exp.null()).not_()))
+    )
+
+
+_ID_MARK = "\x00ids"
+
+
+def _consent_query(backend: Backend) -> exp.Expression:
+    """``consent.store.candidates`` with the ids as the list parameter ``ids``.
+
+    One query text per backend (``Backend.prepared``), read through the events' profile_id
+    index, instead of a new text with a 2,000-literal ``IN`` list per batch to render and parse.
+    """
+    query = candidates([_ID_MARK])
+    for node in list(query.find_all(exp.In)):
+        if [e.this for e in node.expressions] == [_ID_MARK]:
+            node.replace(among(node.this.copy(), "ids", indexed=indexed(EVENTS, "profile_id")))
+    return query
+
+
 def members_of(backend: Backend, canonical: Sequence[str]) -> dict[str, str]:
     """Every profile id merged into each canonical id -> that id (as ``identity.profiles.members_of``)."""
     found = {p: p for p in canonical}
     for start in range(0, len(canonical), _CHUNK):
-        chunk = canonical[start : start + _CHUNK]
-        query = exp.select("profile_id", "canonical_id").from_(backend.table_ref(PROFILE_MAP)).where(isin("canonical_id", chunk), copy=False)
-        table = select_built(backend, query)
+        table = backend.run(_members_query, ids=list(canonical[start : start + _CHUNK]))
         found.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
     return found
 
@@ -115,15 +143,10 @@ def load(backend: Backend, canonical: Sequence[str], *, scores: bool = True) -> 
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         # the latest traits per profile id, read by key from the summary the store keeps with the events
-        query = (
-            exp.select("profile_id", "traits")
-            .from_(backend.table_ref(PROFILE_SUMMARY))
-            .where(exp.and_(isin("profile_id", chunk), exp.column("traits").is_(exp.null()).not_(), copy=False), copy=False)
-        )
-        table = select_built(backend, query)
+        table = backend.run(_summary_query, ids=chunk)
         for profile_id, text in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
             _fold(latest.setdefault(members[profile_id], {}), text)
-        consent_rows += select_built(backend, candidates(chunk)).to_pylist()
+        consent_rows += backend.run(_consent_query, ids=chunk).to_pylist()
     for canonical_id, traits in latest.items():
         result[canonical_id].traits = {name: held[0] for name, held in sorted(traits.items(), key=lambda i: (i[1][1], i[1][2]))}
     # consent as opencdp.consent.store folds it: event time order, the latest change per channel and topic wins
