@@ -16,7 +16,7 @@ from opencdp.config import Settings
 from opencdp.recommendations import identities
 from opencdp.recommendations.blocks import Block
 from opencdp.recommendations.engine import Engine
-from opencdp.recommendations.identities import NO_HISTORY, HashIndex
+from opencdp.recommendations.identities import NO_HISTORY, HashIndex, IdentityIndex
 from opencdp.storage.base import Backend
 from opencdp.storage.schema import EVENTS, PRODUCTS
 from tests.recommendations.conftest import NOW, catalogue_rows, table_of
@@ -89,7 +89,33 @@ def test_popularity_is_served_while_the_saved_model_loads(shared_shop: Backend, 
         while not serving.ready() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert serving.ready() and serving.snapshot().model.version == first.snapshot().model.version
-        # published with its identity index: no moment in which every anonymous visitor asks the store
+    finally:
+        serving.stop()
+
+
+def test_a_retrained_model_is_published_with_its_identity_index(shared_shop: Backend, tmp_path: Path) -> None:
+    first = trained(shared_shop, tmp_path)
+    serving = Engine(shared_shop, first.settings.model_copy(update={"recs_train_in_subprocess": False}))
+    serving.start()
+    try:
+        deadline = time.monotonic() + 20
+        while serving.identity_index(serving.snapshot().model) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        served_while_indexing = []
+        build = IdentityIndex.load
+
+        def spied(*args: Any) -> IdentityIndex:
+            served_while_indexing.append(serving.snapshot().model.version)
+            return build(*args)
+
+        IdentityIndex.load = spied  # type: ignore[method-assign,assignment]
+        try:
+            new = serving.train(dataclasses.replace(serving.params(), threads=1))
+        finally:
+            IdentityIndex.load = build  # type: ignore[method-assign]
+        # the old model was served while the new one's index was built: no moment in which
+        # every visitor the new model cannot place asks the store
+        assert served_while_indexing[0] == first.snapshot().model.version != new.version
         assert serving.identity_index(serving.snapshot().model) is not None
     finally:
         serving.stop()

@@ -249,13 +249,16 @@ class Engine:
         return model, catalogue
 
     def _swap(self, model: Model, catalogue: Catalogue) -> None:
-        """Publish a new snapshot; a serving engine builds a new model's identity index first.
+        """Publish a new snapshot; a serving engine replacing a model builds the new one's identity index first.
 
         Published the other way round, every request for an id the new model cannot place
         (any anonymous visitor) asked the store until the index was built, seconds later.
+        The first model of a start is published at once (known profiles get their personal
+        blocks seconds earlier; the index follows in the background).
         """
         model.user_index()  # built here (the background), not by the first request that needs it
-        if self._thread is not None and self.identity_index(model) is None:
+        replacing = self._snapshot is not None and self._snapshot.model.version != model.version
+        if self._thread is not None and replacing and self.identity_index(model) is None:
             self._guard(lambda: self._index_identities(model), "loading the identity index")
         self._snapshot = Snapshot(model, catalogue, scoring.Features(catalogue), catalogue.index())
         self._rules_cache.clear()
