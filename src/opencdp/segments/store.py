@@ -9,6 +9,7 @@ marks those ``broken`` with the reason, so they are flagged rather than silently
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -239,13 +240,19 @@ def _write(backend: Backend, segment: Segment, now: dt.datetime, deleted: bool =
     backend.upsert(SEGMENTS, pa.Table.from_pylist([row], schema=SEGMENTS.arrow_schema))
 
 
+@functools.lru_cache(maxsize=4096)
+def _tree(text: str) -> Condition | None:
+    """A stored tree, built once per text: the real-time evaluator lists every segment twice a second."""
+    data = json.loads(text)
+    return from_json(data) if data else None
+
+
 def _segment(row: Mapping[str, Any]) -> Segment:
-    tree_json = json.loads(row["tree"]) if row["tree"] else None
     return Segment(
         row["segment_id"],
         row["name"],
         row["definition"] or "",
-        from_json(tree_json) if tree_json else None,
+        _tree(row["tree"]) if row["tree"] else None,
         row["kind"],
         row["description"] or "",
         row["status"],
