@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -115,16 +115,24 @@ def plan(
     return n
 
 
-def due(backend: Backend, now: dt.datetime, limit: int, campaign_id: str | None = None) -> list[dict[str, Any]]:
-    """Rows to send now: planned and due, and rows left in ``sending`` by a sender that stopped."""
+def due(backend: Backend, now: dt.datetime, limit: int, campaign_id: str | None = None, *,
+        skip: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Rows to send now: planned and due, and rows left in ``sending`` by a sender that stopped.
+
+    ``skip``: message ids left out (the sender's batch in flight, ``sending`` but not left by anyone),
+    filtered by the engine rather than read and dropped here.
+    """
     where = exp.and_(
         exp.column("state").isin(exp.Literal.string(PLANNED), exp.Literal.string(SENDING)),
         exp.column("not_before") <= time_literal(backend, now),
     )
     if campaign_id is not None:
         where = where.and_(exp.column("campaign_id").eq(exp.Literal.string(campaign_id)))
+    if skip:
+        where = where.and_(exp.not_(among("message_id", "skip")))
     query = exp.select("*").from_(backend.table_ref(OUTBOX)).where(where).order_by("not_before", "message_id").limit(limit)
-    return select_built(backend, query).to_pylist()
+    sql = query.sql(dialect=backend.capabilities.dialect, copy=False)
+    return backend.query_arrow(sql, {"skip": sorted(skip)} if skip else None).to_pylist()
 
 
 def write(backend: Backend, rows: Iterable[Mapping[str, Any]], now: dt.datetime) -> None:

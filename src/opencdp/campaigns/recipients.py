@@ -92,17 +92,19 @@ def _fold(into: dict[str, list[Any]], text: str) -> None:
             into[name] = held
 
 
+# The profile map and the trait summary have one row per profile: a semi-join over them (hashing the
+# batch's ids once) measured 8 and 16 ms for 2,000 ids of 100,000 profiles, against 12 and 45 ms
+# through their indexes and 33 and 65 ms with literal IN lists. The events (tens of millions of rows,
+# few matching) are read through their profile_id index.
 def _members_query(backend: Backend) -> exp.Expression:
-    return exp.select("profile_id", "canonical_id").from_(backend.table_ref(PROFILE_MAP)).where(
-        among("canonical_id", "ids", indexed=indexed(PROFILE_MAP, "canonical_id")))
+    return exp.select("profile_id", "canonical_id").from_(backend.table_ref(PROFILE_MAP)).where(among("canonical_id", "ids"))
 
 
 def _summary_query(backend: Backend) -> exp.Expression:
     return (
         exp.select("profile_id", "traits")
         .from_(backend.table_ref(PROFILE_SUMMARY))
-        .where(exp.and_(among("profile_id", "ids", indexed=indexed(PROFILE_SUMMARY, "profile_id")),
-                        exp.column("traits").is_(exp.null()).not_()))
+        .where(exp.and_(among("profile_id", "ids"), exp.column("traits").is_(exp.null()).not_()))
     )
 
 

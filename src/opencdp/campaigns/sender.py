@@ -217,8 +217,7 @@ class Sender:
     def _claim(self, now: dt.datetime, in_flight: _Batch | None) -> _Batch | None:
         """Steps 1-4: read due rows (not those of the batch ``in_flight``), decide, store the ones to send as ``sending``."""
         skip = in_flight.claimed if in_flight is not None else set()
-        rows = outbox.due(self.backend, now, self.options.batch + len(skip))
-        rows = [r for r in rows if r["message_id"] not in skip][: self.options.batch]
+        rows = outbox.due(self.backend, now, self.options.batch, skip=skip)
         if not rows:
             return None
         result = StepResult(claimed=len(rows))
