@@ -205,10 +205,10 @@ def apply(
     everyone already in it rather than those who enter from now on.
     """
     points, announced = [], []
+    changes = [c for c in changes if trigger != "realtime" or c[1].entered or c[1].exited]
+    sizes = last_sizes(backend, [segment.segment_id for segment, _, _ in changes])
     for segment, change, reason in changes:
-        if trigger == "realtime" and not (change.entered or change.exited):
-            continue
-        previous = last_size(backend, segment.segment_id)
+        previous = sizes.get(segment.segment_id)
         if change.complete:
             pass  # change.size counted every member already
         elif previous is not None:
@@ -293,6 +293,20 @@ def _events(segment: Segment, name: str, profiles: list[str], now: dt.datetime, 
         lsn=0,
         profile_id=pa.array(profiles, pa.string()),
     )
+
+
+def last_sizes(backend: Backend, segment_ids: Sequence[str]) -> dict[str, int]:
+    """The latest recorded size of each of these segments that has one, in one read
+    (a real-time tick changes dozens of segments; a read each took ~10 ms)."""
+    if not segment_ids:
+        return {}
+    query = (
+        exp.select("segment_id", exp.ArgMax(this=exp.column("size"), expression=exp.column("at")).as_("latest"))
+        .from_(SEGMENT_SIZES.name)
+        .where(among("segment_id", "ids"))
+        .group_by("segment_id")
+    )
+    return {r["segment_id"]: int(r["latest"]) for r in backend.rows(query, {"ids": sorted(set(segment_ids))})}
 
 
 def last_size(backend: Backend, segment_id: str) -> int | None:
