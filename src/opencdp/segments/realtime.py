@@ -32,7 +32,7 @@ from opencdp.segments.ast import (
     segments_used,
     shortest_window,
 )
-from opencdp.segments.cache import ProfileCache, copy_shared
+from opencdp.segments.cache import PER_PROFILE, ProfileCache, copy_shared
 from opencdp.segments.membership import (
     ENTERED,
     EXITED,
@@ -56,6 +56,8 @@ from opencdp.storage.schema import (
 
 log = logging.getLogger(__name__)
 _OWN_EVENTS = {ENTERED, EXITED}
+_SHARED = (PROFILE_SCORES, PRODUCTS, PRODUCT_CHANGES, SCORE_MODELS)
+"""Copied into the evaluation store with the touched profiles' rows: their scores, and the catalogue."""
 
 
 def dependencies(tree: Node, known: Catalogue, seen: frozenset[str] = frozenset()) -> set[str] | None:
@@ -303,18 +305,20 @@ class RealtimeSegments:
         from opencdp.storage.duckdb import DuckDBBackend
 
         if self._scratch is None:
-            self._scratch = DuckDBBackend(":memory:")
-            self._scratch.create_schema()
+            scratch = DuckDBBackend(":memory:")
+            scratch.create_schema()
+            for table in (*PER_PROFILE, *_SHARED):  # refilled on every tick: plain tables, no indexes to keep
+                scratch.execute(f'DROP TABLE "{table.name}"')
+                scratch.execute(scratch.create_table_sql(table, constraints=False))
+            self._scratch = scratch
         current = set(ids.values())
         self.cache.extract(current, self._scratch)
         copy_shared(
             self.backend,
             self._scratch,
-            [
-                (PROFILE_SCORES, among("profile_id", "ids", indexed=indexed(PROFILE_SCORES, "profile_id"))),  # merged-away ids too
-                (PRODUCTS, None),
-                (PRODUCT_CHANGES, None),
-                (SCORE_MODELS, None),
+            [  # scores of merged-away ids too
+                (table, among("profile_id", "ids", indexed=indexed(table, "profile_id")) if table is PROFILE_SCORES else None)
+                for table in _SHARED
             ],
             ids=self.cache.raw_ids(current) | current,
         )

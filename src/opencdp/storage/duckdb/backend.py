@@ -136,8 +136,10 @@ class DuckDBBackend(Backend):
         finally:
             con.unregister("_incoming")
 
-    def create_table_sql(self, table: Table) -> str:
-        create = ddl.create_table(table, self._to_type, not_null_constraints=True, primary_key=True)
+    def create_table_sql(self, table: Table, *, constraints: bool = True) -> str:
+        """``constraints=False``: no primary key or NOT NULL (a scratch copy refilled often, where
+        keeping an ART index current costs more than the reads it would serve)."""
+        create = ddl.create_table(table, self._to_type, not_null_constraints=constraints, primary_key=constraints)
         return self.render(create)
 
     def column_names(self, table: str) -> set[str]:
