@@ -48,6 +48,23 @@ def test_events_and_lines_round_trip() -> None:
     assert quarantine is None
 
 
+def test_arrow_records_round_trip_beside_json_records_in_log_order() -> None:
+    """Arrow records (what validation writes) decode like JSON ones (older logs), in log order."""
+    rows = [normalize(m, ENVELOPE) for m in MESSAGES]
+    wal = [
+        (100, records.encode_events(rows[:2])),
+        (250, records.encode(records.EVENTS_KIND, rows[2:3])),
+        (300, records.encode(records.EVENTS_KIND, rows[3:4])),
+        (400, records.encode_events(rows[4:])),
+    ]
+    events, lines, quarantine = decode(wal)
+    lsns = [100, 100, 250, 300, 400]
+    expected_events, expected_lines = events_and_lines([{**r, "lsn": n} for r, n in zip(rows, lsns, strict=True)])
+    assert events.equals(expected_events)
+    assert lines.equals(expected_lines)
+    assert quarantine is None
+
+
 def test_rejects_round_trip_and_mix_with_events() -> None:
     reject = {
         "received_at": ENVELOPE.received_at_ms,

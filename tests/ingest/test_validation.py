@@ -28,10 +28,10 @@ def test_events_and_rejects_become_two_records_in_one_append(tmp_path: Path) -> 
     end = wal.append_framed(validated.records).result(timeout=5)
     logged = list(wal.read(0, 1 << 20))
     wal.close()
-    assert [payload[:1] for _, payload in logged] == [records.EVENTS_KIND, records.REJECTS_KIND]
+    assert [payload[:1] for _, payload in logged] == [records.ARROW_EVENTS_KIND, records.REJECTS_KIND]
     assert logged[-1][0] == end == len(validated.records)
-    events = [json.loads(line) for line in logged[0][1][1:].split(b"\n")]
-    assert [e["message_id"] for e in events] == ["m-1", "m-2"]
+    events = records.read_events(memoryview(logged[0][1])[1:])
+    assert events.column("message_id").to_pylist() == ["m-1", "m-2"]
     assert json.loads(logged[1][1][1:])["position"] == 1
 
 

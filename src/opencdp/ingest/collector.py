@@ -54,6 +54,7 @@ class Collector:
         self._workers: ValidationWorkers | None = None
 
     async def start(self) -> None:
+        records.warm_up()  # small requests are validated in this process
         self.loader.start()
         if self.settings.ingest_processes > 0:
             self._workers = ValidationWorkers(self.settings.ingest_processes)

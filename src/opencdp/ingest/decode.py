@@ -1,44 +1,32 @@
 """Decode write-ahead log records (``opencdp.ingest.records``) into Arrow tables.
 
-The JSON lines are parsed by an in-memory DuckDB, whatever the store is: its reader
-costs about half of what Arrow's does per event here, and decoding is a third of
-what loading an event costs. DuckDB reads files, so a batch is staged in a
-temporary file for the call.
+Events arrive as Arrow IPC (mapped, not parsed). JSON lines (older event records,
+rejects) are parsed by an in-memory DuckDB, whatever the store is: its reader costs
+about half of what Arrow's does per event here. DuckDB reads files, so a batch is
+staged in a temporary file for the call.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from opencdp.ingest.records import EVENTS_KIND, REJECTS_KIND
-from opencdp.storage.schema import EVENTS, ORDER_LINE_EVENT_COLUMNS, ORDER_LINES, QUARANTINE, Table
-
-_TIMESTAMP = pa.timestamp("ms", tz="UTC")
-_LINE_OWN = [f for f in ORDER_LINES.arrow_schema if f.name not in ORDER_LINE_EVENT_COLUMNS]
-
-
-def _wire_schema(table: Table, extra: Sequence[pa.Field] = ()) -> pa.Schema:
-    """The table's schema as written in records: timestamps are epoch milliseconds."""
-    fields = [pa.field(f.name, pa.int64()) if f.type == _TIMESTAMP else f.with_nullable(True) for f in table.arrow_schema]
-    return pa.schema([*fields, *extra])
-
-
-_NOT_IN_RECORDS = ("lsn", "profile_id")  # set by the loader and the identity stage
-_EVENTS_WIRE = pa.schema(
-    [
-        f
-        for f in _wire_schema(EVENTS, [pa.field("_lines", pa.list_(pa.struct([f.with_nullable(True) for f in _LINE_OWN])))])
-        if f.name not in _NOT_IN_RECORDS
-    ]
+from opencdp.ingest.records import (
+    ARROW_EVENTS_KIND,
+    EVENTS_KIND,
+    EVENTS_WIRE,
+    LINE_OWN,
+    REJECTS_KIND,
+    REJECTS_WIRE,
+    read_events,
 )
-_REJECTS_WIRE = _wire_schema(QUARANTINE)
+from opencdp.storage.schema import EVENTS, ORDER_LINE_EVENT_COLUMNS, ORDER_LINES, QUARANTINE, Table
 
 
 def _sql_type(kind: pa.DataType) -> str:
@@ -49,7 +37,7 @@ def _sql_type(kind: pa.DataType) -> str:
     return {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR"}[kind]
 
 
-_COLUMNS = {id(schema): {f.name: _sql_type(f.type) for f in schema} for schema in (_EVENTS_WIRE, _REJECTS_WIRE)}
+_COLUMNS = {id(schema): {f.name: _sql_type(f.type) for f in schema} for schema in (EVENTS_WIRE, REJECTS_WIRE)}
 _reader = threading.local()  # one in-memory DuckDB per thread that decodes
 
 
@@ -74,31 +62,43 @@ def _conform(parsed: pa.Table, table: Table, extra: dict[str, pa.Array]) -> pa.T
 
 
 def decode(records: Iterable[tuple[int, bytes]]) -> tuple[pa.Table, pa.Table, pa.Table | None]:
-    """Events (with ``lsn`` = the end of their record), order lines and rejects of records."""
-    event_chunks: list[bytes] = []
-    ends: list[int] = []
-    counts: list[int] = []
+    """Events (with ``lsn`` = the end of their record), order lines and rejects of records, in log order."""
+    parts: list[tuple[pa.Table, np.ndarray]] = []  # parsed wire rows and their lsn, record by record
+    json_run: list[tuple[int, bytes]] = []  # consecutive JSON-lines records: parsed in one call
     reject_chunks: list[bytes] = []
     for end, payload in records:
-        kind, body = payload[:1], payload[1:]
-        if kind == EVENTS_KIND:
-            event_chunks.append(body)
-            ends.append(end)
-            counts.append(body.count(b"\n") + 1)
+        kind = payload[:1]
+        if kind == ARROW_EVENTS_KIND:
+            parts.extend(_json_events(json_run))
+            json_run = []
+            table = read_events(memoryview(payload)[1:])
+            parts.append((table, np.full(table.num_rows, end, dtype=np.int64)))
+        elif kind == EVENTS_KIND:
+            json_run.append((end, payload[1:]))
         elif kind == REJECTS_KIND:
-            reject_chunks.append(body)
+            reject_chunks.append(payload[1:])
         else:
             raise ValueError(f"unknown write-ahead log record kind {kind!r}")
-    if event_chunks:
-        parsed = _parse(event_chunks, _EVENTS_WIRE)
-        lsn = pa.array(np.repeat(np.asarray(ends, dtype=np.int64), counts))
+    parts.extend(_json_events(json_run))
+    if parts:
+        parsed = pa.concat_tables([table for table, _ in parts])
+        lsn = pa.array(np.concatenate([ends for _, ends in parts]))
         unresolved = pa.nulls(len(lsn), pa.string())  # the identity stage fills it
         events = _conform(parsed, EVENTS, {"lsn": lsn, "profile_id": unresolved})
         lines = _order_lines(parsed, events)
     else:
         events, lines = EVENTS.empty(), ORDER_LINES.empty()
-    quarantine = _conform(_parse(reject_chunks, _REJECTS_WIRE), QUARANTINE, {}) if reject_chunks else None
+    quarantine = _conform(_parse(reject_chunks, REJECTS_WIRE), QUARANTINE, {}) if reject_chunks else None
     return events, lines, quarantine
+
+
+def _json_events(run: list[tuple[int, bytes]]) -> list[tuple[pa.Table, np.ndarray]]:
+    """JSON-lines event records (logs from before Arrow records) as wire rows."""
+    if not run:
+        return []
+    counts = [body.count(b"\n") + 1 for _, body in run]
+    parsed = _parse([body for _, body in run], EVENTS_WIRE).cast(EVENTS_WIRE)
+    return [(parsed, np.repeat(np.asarray([end for end, _ in run], dtype=np.int64), counts))]
 
 
 def _order_lines(parsed: pa.Table, events: pa.Table) -> pa.Table:
@@ -109,5 +109,5 @@ def _order_lines(parsed: pa.Table, events: pa.Table) -> pa.Table:
     parents = pc.list_parent_indices(nested)
     owners = events.select(list(ORDER_LINE_EVENT_COLUMNS)).take(parents)
     extra = {name: owners.column(name) for name in ORDER_LINE_EVENT_COLUMNS}
-    extra.update({field.name: flat.field(field.name) for field in _LINE_OWN})
+    extra.update({field.name: flat.field(field.name) for field in LINE_OWN})
     return _conform(pa.table({}), ORDER_LINES, extra)

@@ -1,7 +1,7 @@
 """Validate one request's messages into write-ahead log records.
 
-Light on purpose (msgspec and the normaliser only): the server runs it in worker
-processes for large batches, so that validation does not hold the server's
+Light on purpose (msgspec, Arrow and the normaliser only): the server runs it in
+worker processes for large batches, so that validation does not hold the server's
 interpreter lock.
 """
 
@@ -88,7 +88,7 @@ def validate(
             )
     framed = b""
     if accepted:
-        framed = frame(records.encode(records.EVENTS_KIND, accepted))
+        framed = frame(records.encode_events(accepted))
     if rejects:
         framed += frame(records.encode(records.REJECTS_KIND, rejects))
     return Validated(len(accepted), rejected, framed)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opencdp.errors import TransientError
+from opencdp.ingest import records
 from opencdp.ingest.segment import Envelope
 from opencdp.ingest.validation import Validated, batch_messages, validate
 
@@ -167,6 +168,7 @@ def main() -> None:
     # The protocol owns fd 1; anything printed goes to stderr instead.
     results = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    records.warm_up()
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
