@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import multiprocessing.connection
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -34,6 +33,7 @@ from opencdp.campaigns import templates, tracking
 from opencdp.campaigns.channels.base import NOT_SENT, Message, SendResult
 from opencdp.campaigns.recipients import Recipient
 from opencdp.campaigns.tracking import Links, MessageRef, Signer
+from opencdp.children import exit_with_parent
 
 _decode = msgspec.json.Decoder().decode
 OWN = NOT_SENT
@@ -174,27 +174,6 @@ def render(job: Job, catalogue: Any = None, signer: Signer | None = None) -> lis
         except templates.TemplateError as error:
             out.append(SendResult("permanent", None, f"{OWN}template: {error.detail}"))
     return out
-
-
-def exit_with_parent(poll_s: float = 1.0) -> None:
-    """Run in each worker as it starts: end it as soon as the process that started it is gone.
-
-    A parent killed outright (SIGKILL, out of memory) never reaches ``Pool.close``, and a worker
-    waiting for its next slice would wait forever: it holds both ends of the executor's queue.
-    The parent's sentinel (a pipe whose other end only the parent holds) reads EOF when it dies;
-    a changed parent pid covers a pipe end some other child of the parent inherited.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is None or parent.sentinel is None:
-        return
-    sentinel, parent_pid = parent.sentinel, os.getppid()
-
-    def watch() -> None:
-        while not multiprocessing.connection.wait([sentinel], timeout=poll_s) and os.getppid() == parent_pid:
-            pass
-        os._exit(1)
-
-    threading.Thread(target=watch, name="render-parent-watch", daemon=True).start()
 
 
 class Pool:

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 from sqlglot import exp
 
+from opencdp.children import exit_with_parent
 from opencdp.errors import TerminalError
 from opencdp.recommendations import blocks as block_store
 from opencdp.recommendations import coldstart, scoring
@@ -586,7 +587,7 @@ def _train_elsewhere(
     users, portable_regions = _portable(interactions.users), _portable(regions)
     rest = dataclasses.replace(interactions, users=np.empty(0, dtype=object))
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=exit_with_parent) as pool:  # not orphaned by a killed server
         return pool.submit(_train_and_save, rest, users, catalogue, params, portable_regions, directory).result()
 
 
