@@ -11,7 +11,7 @@ from pathlib import Path
 
 from opencdp.ingest import records
 from opencdp.ingest.segment import Envelope
-from opencdp.ingest.validation import batch_messages, validate
+from opencdp.ingest.validation import ARROW_MIN_EVENTS, batch_messages, validate
 from opencdp.ingest.wal import WriteAheadLog
 from opencdp.ingest.workers import ValidationWorkers, serve
 
@@ -22,8 +22,10 @@ BODY = json.dumps({"batch": [GOOD, BAD, {**GOOD, "messageId": "m-2"}]}).encode()
 
 
 def test_events_and_rejects_become_two_records_in_one_append(tmp_path: Path) -> None:
-    validated = validate(batch_messages(BODY), ENVELOPE, 32 * 1024, None)
-    assert validated.accepted == 2 and [r.index for r in validated.rejected] == [1]
+    goods = [{**GOOD, "messageId": f"m-{i}"} for i in range(1, ARROW_MIN_EVENTS + 1)]
+    body = json.dumps({"batch": [goods[0], BAD, *goods[1:]]}).encode()
+    validated = validate(batch_messages(body), ENVELOPE, 32 * 1024, None)
+    assert validated.accepted == ARROW_MIN_EVENTS and [r.index for r in validated.rejected] == [1]
     wal = WriteAheadLog(tmp_path)
     end = wal.append_framed(validated.records).result(timeout=5)
     logged = list(wal.read(0, 1 << 20))
@@ -31,8 +33,13 @@ def test_events_and_rejects_become_two_records_in_one_append(tmp_path: Path) -> 
     assert [payload[:1] for _, payload in logged] == [records.ARROW_EVENTS_KIND, records.REJECTS_KIND]
     assert logged[-1][0] == end == len(validated.records)
     events = records.read_events(memoryview(logged[0][1])[1:])
-    assert events.column("message_id").to_pylist() == ["m-1", "m-2"]
+    assert events.column("message_id").to_pylist() == [g["messageId"] for g in goods]
     assert json.loads(logged[1][1][1:])["position"] == 1
+
+
+def test_few_events_are_logged_as_json_lines() -> None:
+    validated = validate(batch_messages(BODY), ENVELOPE, 32 * 1024, None)
+    assert validated.accepted == 2 and validated.records[8:9] == records.EVENTS_KIND
 
 
 def test_nothing_to_log_is_empty() -> None:
