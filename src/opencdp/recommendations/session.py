@@ -49,9 +49,9 @@ class SessionBuffer:
         """A loader listener: note the product events of a stored batch."""
         if events.num_rows == 0 or "profile_id" not in events.column_names:
             return
-        columns = {name: events.column(name).to_pylist() for name in
-                   ("profile_id", "event", "product_id", "properties", "anonymous_id", "user_id")
-                   if name in events.column_names}
+        missing = [None] * events.num_rows  # once: a default built per row made each batch quadratic
+        columns = {name: events.column(name).to_pylist() if name in events.column_names else missing for name in
+                   ("profile_id", "event", "product_id", "properties", "anonymous_id", "user_id")}
         times = [t.timestamp() if t is not None else time.time() for t in events.column("timestamp").to_pylist()] \
             if "timestamp" in events.column_names else [time.time()] * events.num_rows
         with self._lock:
@@ -59,7 +59,7 @@ class SessionBuffer:
                 if profile is None:
                     continue
                 for kind in ("anonymous_id", "user_id"):
-                    value = columns.get(kind, [None] * events.num_rows)[n]
+                    value = columns[kind][n]
                     if value:
                         self._alias(f"{kind}:{value}", profile)
                 name = columns["event"][n]
@@ -68,19 +68,19 @@ class SessionBuffer:
                 visit = self._visit(profile)
                 at = times[n]
                 visit.seen_at = max(visit.seen_at, at)
-                if name in _KIND_WEIGHTS and columns.get("product_id", [None] * events.num_rows)[n]:
+                if name in _KIND_WEIGHTS and columns["product_id"][n]:
                     visit.products.append((at, str(columns["product_id"][n]), name))
                 elif name == SEARCH:
-                    query = _properties(columns.get("properties", [None] * events.num_rows)[n]).get("query")
+                    query = _properties(columns["properties"][n]).get("query")
                     if isinstance(query, str) and query.strip():
                         visit.searches.append((at, query.strip()))
                 elif name == PURCHASE:
-                    props = _properties(columns.get("properties", [None] * events.num_rows)[n])
+                    props = _properties(columns["properties"][n])
                     lines = props.get("products")
                     for line in lines if isinstance(lines, list) else []:
                         if isinstance(line, Mapping) and line.get("product_id"):
                             visit.bought[str(line["product_id"])] = at
-                    if columns.get("product_id", [None] * events.num_rows)[n]:
+                    if columns["product_id"][n]:
                         visit.bought[str(columns["product_id"][n])] = at
 
     def _visit(self, profile: str) -> _Visit:
