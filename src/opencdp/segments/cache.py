@@ -25,8 +25,7 @@ import dataclasses
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,19 +38,6 @@ from opencdp.storage.schema import EVENTS, ORDER_LINES, PROFILE_MAP, SEGMENT_MEM
 
 PER_PROFILE = (EVENTS, ORDER_LINES, PROFILE_MAP, SEGMENT_MEMBERS)
 """The tables whose rows belong to a profile (by the raw ``profile_id`` a canonical id maps from)."""
-
-
-def select(backend: Backend, table: Table | exp.Expr | str, where: exp.Expr | None, **ids: Iterable[str]) -> pa.Table:
-    """``SELECT *`` of ``table`` where ``where`` holds, with the named id lists as parameters."""
-    source = backend.table_ref(table) if isinstance(table, Table) else table
-    query = exp.select("*").from_(source)
-    if where is not None:
-        query = query.where(where)
-    return backend.query_arrow(backend.render(query), {name: sorted(set(values)) for name, values in ids.items()})
-
-
-def _rows(backend: Backend, query: exp.Expression, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return backend.query_arrow(backend.render(query), params).to_pylist()
 
 
 class ProfileCache:
@@ -111,7 +97,7 @@ class ProfileCache:
             return {}
         query = exp.select("profile_id", "canonical_id").from_(profile_map).where(among("canonical_id", "ids", indexed=True))
         found: dict[str, set[str]] = {}
-        for row in _rows(backend, query, {"ids": sorted(canonical_ids)}):
+        for row in backend.rows(query, {"ids": sorted(canonical_ids)}):
             found.setdefault(row["canonical_id"], set()).add(row["profile_id"])
         return found
 
@@ -124,7 +110,7 @@ class ProfileCache:
         self._apply_written()
         raw = self.raw_ids(canonical_ids)
         for table in PER_PROFILE:
-            rows = select(self.store, table.name, among("profile_id", "ids", indexed=True), ids=raw) if raw else table.empty()
+            rows = self.store.current(table, among("profile_id", "ids", indexed=True), {"ids": sorted(raw)}) if raw else table.empty()
             into.execute(f'DELETE FROM "{table.name}"')
             if rows.num_rows:
                 into.insert(table.name, rows)
@@ -184,8 +170,8 @@ class ProfileCache:
         if not events.num_rows:
             return
         ids = events.column("message_id")
-        have = select(self.store, EVENTS.name, among("message_id", "ids", indexed=indexed(EVENTS, "message_id")), ids=ids.to_pylist())
-        have = have.column("message_id")
+        where = among("message_id", "ids", indexed=indexed(EVENTS, "message_id"))
+        have = self.store.current(EVENTS, where, {"ids": ids.to_pylist()}).column("message_id")
         events = events.filter(pc.invert(pc.is_in(ids, value_set=have.combine_chunks())))  # a copy already had it
         if not events.num_rows:
             return
@@ -199,7 +185,7 @@ class ProfileCache:
                 exp.column("timestamp").between(dialect.timestamp(pc.min(times).as_py()), dialect.timestamp(pc.max(times).as_py())),
             )
             # zone maps skip all but the newest rows
-            lines = select(self.backend, ORDER_LINES, window, ids=orders.column("message_id").to_pylist())
+            lines = self.backend.current(ORDER_LINES, window, {"ids": orders.column("message_id").to_pylist()})
             if lines.num_rows:
                 self.store.insert(ORDER_LINES.name, lines)
 
@@ -211,15 +197,16 @@ class ProfileCache:
                 self._ids_of[c] = set(ids)
         raw = {i for ids in raw_of.values() for i in ids}
         for table in PER_PROFILE:
-            rows = select(self.backend, table, among("profile_id", "ids", indexed=indexed(table, "profile_id")), ids=raw)
+            rows = self.backend.current(table, among("profile_id", "ids", indexed=indexed(table, "profile_id")), {"ids": sorted(raw)})
             if rows.num_rows:
                 self.store.insert(table.name, rows)
 
 
-def copy_shared(backend: Backend, into: Backend, tables: Iterable[tuple[Table, exp.Expr | None]], **ids: Iterable[str]) -> None:
-    """Replace ``into``'s rows of each table with the store's (optionally only those matching)."""
+def copy_shared(backend: Backend, into: Backend, tables: Iterable[tuple[Table, exp.Expr | None]], ids: Iterable[str] = ()) -> None:
+    """Replace ``into``'s rows of each table with the store's (optionally only those matching,
+    ``among`` the list parameter ``ids``)."""
     for table, where in tables:
-        rows = select(backend, table, where, **(ids if where is not None else {}))
+        rows = backend.current(table, where, {"ids": sorted(set(ids))} if where is not None else None)
         into.execute(f'DELETE FROM "{table.name}"')
         if rows.num_rows:
             into.insert(table.name, rows)

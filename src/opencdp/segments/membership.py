@@ -39,20 +39,25 @@ from opencdp.storage.schema import (
 log = logging.getLogger(__name__)
 ENTERED, EXITED = "Segment Entered", "Segment Exited"
 
-_watchers: weakref.WeakKeyDictionary[Backend, list[Callable[[pa.Table], None]]] = weakref.WeakKeyDictionary()
+_watchers: weakref.WeakKeyDictionary[Backend, list[weakref.WeakMethod[Callable[[pa.Table], None]]]] = weakref.WeakKeyDictionary()
 
 
 def watch(backend: Backend, listener: Callable[[pa.Table], None]) -> None:
-    """Call ``listener`` with the ``segment_members`` rows of every membership write to ``backend``
-    in this process, after it is stored: the real-time cache keeps its copy of the resident
-    profiles' memberships current this way instead of reading them on every tick."""
-    _watchers.setdefault(backend, []).append(listener)
+    """Call ``listener`` (a bound method, held weakly) with the ``segment_members`` rows of every
+    membership write to ``backend`` in this process, after it is stored: the real-time cache
+    keeps its copy of the resident profiles' memberships current this way instead of reading
+    them on every tick."""
+    _watchers.setdefault(backend, []).append(weakref.WeakMethod(listener))
 
 
 def _written(backend: Backend, rows: pa.Table) -> None:
     backend.upsert(SEGMENT_MEMBERS, rows)
-    for listener in _watchers.get(backend, ()):
-        listener(rows)
+    listeners = _watchers.get(backend, [])
+    listeners[:] = [ref for ref in listeners if ref() is not None]  # caches gone since
+    for ref in listeners:
+        listener = ref()
+        if listener is not None:
+            listener(rows)
 
 
 @dataclass

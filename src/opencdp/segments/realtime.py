@@ -320,7 +320,7 @@ class RealtimeSegments:
                 (table, among("profile_id", "ids", indexed=indexed(table, "profile_id")) if table is PROFILE_SCORES else None)
                 for table in _SHARED
             ],
-            ids=self.cache.raw_ids(current) | current,
+            self.cache.raw_ids(current) | current,
         )
         return self._scratch
 

@@ -250,11 +250,12 @@ class Backend(ABC):
             return None
         return result.column(0)[0].as_py()
 
-    def current(self, table: Table, where: exp.Expr | None = None) -> pa.Table:
+    def current(self, table: Table, where: exp.Expr | None = None, params: Mapping[str, Any] | None = None) -> pa.Table:
+        """Every row of ``table`` (where ``where`` holds, with its ``params``: see ``among``)."""
         query = exp.select("*").from_(self.table_ref(table))
         if where is not None:
             query = query.where(where)
-        return self.select(query)
+        return self.query_arrow(self.render(query), params)
 
     def count(self, table: Table) -> int:
         return int(self.scalar(exp.select(exp.func("count", exp.Star())).from_(self.table_ref(table))) or 0)

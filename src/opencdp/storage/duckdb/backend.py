@@ -98,8 +98,8 @@ class DuckDBBackend(Backend):
         # store's contract is UTC. GLOBAL so that the per-thread cursors inherit it.
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         # Read through an ART index when fewer than 0.5% of the rows match (DuckDB's default
-        # is 0.1%): the real-time evaluator reads the memberships of a few thousand profiles
-        # (~20k of 20M rows) on every tick, 50 ms by index against 0.5 s by scan.
+        # is 0.1%): the real-time evaluator reads the rows of a few thousand profiles
+        # (~20k of 20M) by their profile_id indexes.
         self._con.execute("SET GLOBAL index_scan_percentage = 0.005")
         if memory_limit:
             # DuckDB's default is 80% of RAM; a server beside other services wants a bound.
