@@ -47,7 +47,7 @@ from opencdp.segments import exports, membership, store
 from opencdp.segments.realtime import RealtimeSegments
 from opencdp.segments.sql import members
 from opencdp.segments.text import parse
-from opencdp.storage import open_backend
+from opencdp.storage import open_backend, profile_summary
 from opencdp.storage.base import Backend, LoadBatch
 from opencdp.storage.schema import EVENTS, ORDER_LINES, TABLES
 
@@ -291,6 +291,10 @@ def main() -> None:
             store.delete(backend, old.segment_id)
         for statement in ("DELETE FROM segment_members", "DELETE FROM segment_sizes", "DELETE FROM events WHERE source = 'segments'"):
             backend.execute(statement)
+        if not int(backend.scalar("SELECT count(*) FROM profile_summary") or 0):
+            # the shop is loaded with SQL, not Backend.load, which keeps the summary with the events
+            took, written = timed(lambda: profile_summary.rebuild(backend))
+            print(f"profile_summary rebuilt from the events: {written:,} rows in {took:.0f} s")
         rows = int(backend.scalar("SELECT count(*) FROM events") or 0)
         profiles = int(backend.scalar("SELECT count(DISTINCT canonical_id) FROM profile_map") or 0)
         now = backend.scalar("SELECT max(timestamp) FROM events")
