@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from pathlib import Path
 
-from opencdp.ingest.wal import WriteAheadLog
+import pytest
+
+from opencdp.ingest.wal import WriteAheadLog, frame
 
 
 def test_append_read_round_trip_in_order(tmp_path: Path) -> None:
@@ -40,6 +43,42 @@ def test_group_commit_under_concurrency(tmp_path: Path) -> None:
         t.join()
     assert len(set(results)) == 1600
     assert sorted(p.decode() for _, p in wal.read(0, 1 << 30)) == sorted(f"{n}-{i}" for n in range(8) for i in range(200))
+    wal.close()
+
+
+def test_loop_futures_resolve_on_their_loop_once_durable(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path)
+
+    async def scenario() -> tuple[list[int], int]:
+        futures = [wal.append_on_loop(frame(f"r{i}".encode())) for i in range(50)]
+        ends = list(await asyncio.gather(*futures))
+        return ends, wal.durable_lsn
+
+    ends, durable = asyncio.run(scenario())
+    assert ends == sorted(ends) and len(set(ends)) == 50
+    assert ends[-1] <= durable  # each resolved only once its record was on disk
+    assert [end for end, _ in wal.read(0, 1 << 30)] == ends
+    wal.close()
+
+
+def test_a_failed_sync_fails_the_loop_futures_of_its_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wal = WriteAheadLog(tmp_path)
+
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+
+    async def scenario() -> BaseException | None:
+        try:
+            await asyncio.wait_for(wal.append_on_loop(frame(b"lost")), timeout=5)
+        except OSError as error:
+            return error
+        return None
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, OSError) and error.errno == 5
+    monkeypatch.undo()
     wal.close()
 
 

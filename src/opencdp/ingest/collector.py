@@ -8,6 +8,7 @@ completes when they are on disk, which is when the API answers 200.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Sequence
@@ -34,7 +35,8 @@ _WORKER_MIN_MESSAGES = 20
 class Submission:
     accepted: int
     rejected: list[Rejection] = field(default_factory=list)
-    durable: Future[int] | None = None
+    durable: asyncio.Future[int] | None = None
+    """Resolves, on the submitting event loop, once the records are on disk."""
 
 
 class Collector:
@@ -121,7 +123,7 @@ class Collector:
         return self._log(validated)
 
     def _log(self, validated: Validated) -> Submission:
-        durable = self.wal.append_framed(validated.records) if validated.records else None
+        durable = self.wal.append_on_loop(validated.records) if validated.records else None
         return Submission(validated.accepted, validated.rejected, durable)
 
     def reject(self, *, source: str, error: str, detail: str, payload: bytes, field: str | None = None) -> Future[int]:

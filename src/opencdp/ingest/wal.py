@@ -12,6 +12,8 @@ acknowledged) is detected by its length or checksum and truncated on recovery.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import struct
 import threading
@@ -22,6 +24,7 @@ from pathlib import Path
 
 _HEADER = struct.Struct("<II")
 _SUFFIX = ".wal"
+Waiter = Future[int] | asyncio.Future[int]
 
 
 class WriteAheadLog:
@@ -30,7 +33,7 @@ class WriteAheadLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self.fsync = fsync
-        self._queue: list[tuple[bytes, Future[int]]] = []
+        self._queue: list[tuple[bytes, Waiter]] = []
         self._queued_bytes = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -85,13 +88,27 @@ class WriteAheadLog:
         nor copies a batch; the checksum is still verified when the log is read.
         """
         future: Future[int] = Future()
+        self._enqueue(record, future)
+        return future
+
+    def append_on_loop(self, record: bytes) -> asyncio.Future[int]:
+        """``append_framed`` for a caller on an event loop: a future of that loop.
+
+        The writer resolves all of a group's loop futures with one ``call_soon_threadsafe``
+        (one wake-up of the loop per fsync, not one per request, and no
+        ``concurrent.futures`` future to chain per request).
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._enqueue(record, future)
+        return future
+
+    def _enqueue(self, record: bytes, waiter: Waiter) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("write-ahead log is closed")
-            self._queue.append((record, future))
+            self._queue.append((record, waiter))
             self._queued_bytes += len(record)
             self._cond.notify()
-        return future
 
     def _write_loop(self) -> None:
         while True:
@@ -103,12 +120,14 @@ class WriteAheadLog:
                 group, self._queue = self._queue, []
                 self._queued_bytes -= sum(len(r) for r, _ in group)
             try:
-                self._write_group(group)
+                ends = self._write_group(group)
             except BaseException as error:  # the disk failed: nothing in this group is acknowledged
-                for _, future in group:
-                    future.set_exception(error)
+                _settle([waiter for _, waiter in group], error)
+            else:
+                _settle([waiter for _, waiter in group], ends)
 
-    def _write_group(self, group: list[tuple[bytes, Future[int]]]) -> None:
+    def _write_group(self, group: list[tuple[bytes, Waiter]]) -> list[int]:
+        """Write and sync a group; the log position after each of its records."""
         if self._durable_lsn - self._file_start >= self.segment_bytes:
             self._roll()
         data = b"".join(record for record, _ in group)
@@ -124,8 +143,7 @@ class WriteAheadLog:
             position += len(record)
             ends.append(position)
         self._durable_lsn = position
-        for (_, future), end in zip(group, ends, strict=True):
-            future.set_result(end)
+        return ends
 
     def _roll(self) -> None:
         os.close(self._file)
@@ -177,6 +195,33 @@ class WriteAheadLog:
             self._cond.notify()
         self._writer.join()
         os.close(self._file)
+
+
+def _settle(waiters: list[Waiter], outcome: list[int] | BaseException) -> None:
+    """Resolve a group's waiters: thread futures here, loop futures in one callback per loop."""
+    on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]] = {}
+    for number, waiter in enumerate(waiters):
+        result = outcome if isinstance(outcome, BaseException) else outcome[number]
+        if isinstance(waiter, Future):
+            if isinstance(result, BaseException):
+                waiter.set_exception(result)
+            else:
+                waiter.set_result(result)
+        else:
+            on_loops.setdefault(waiter.get_loop(), []).append((waiter, result))
+    for loop, pending in on_loops.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, pending)
+
+
+def _resolve(pending: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    for future, result in pending:
+        if future.done():  # cancelled: the client went away
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 def frame(payload: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -37,6 +38,12 @@ from opencdp.web import (
 )
 from opencdp.web.admission import TrackingAdmission
 
+SWITCH_INTERVAL_S = 0.0005
+"""How long a thread holding the interpreter lock keeps it from a thread that waits (Python's default: 5 ms).
+The event loop and the log writer wait for it after every fsync and poll while the loader, real-time segments
+and the other stages compute in Python; with a busy Python thread beside it, one-event request latency
+measured p50 17 -> 8.5 ms, p99 140 -> 48 ms at 0.5 ms (in-process, load ~7). It costs only when threads contend."""
+
 
 def create_app(settings: Settings | None = None, *, backend: Backend | None = None, fsync: bool = True) -> FastAPI:
     """The whole HTTP API. The store opens with the app and closes at shutdown."""
@@ -69,6 +76,8 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
         app.state.collector = collector
         app.state.segments = realtime
         app.state.keys = KeyRing(store)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         await collector.start()
         if settings.segment_realtime_interval_s > 0:
             realtime.start()
@@ -83,6 +92,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
             realtime.stop()
             recs.stop()
             await collector.close()
+            sys.setswitchinterval(switch_interval)
             store.observers = None
             if owns_backend:
                 store.close()
@@ -95,6 +105,7 @@ def create_app(settings: Settings | None = None, *, backend: Backend | None = No
     )
     app.state.settings = settings
     app.state.local_token = secrets.token_urlsafe(32)  # lets the local CLI talk to this server
+    app.add_middleware(tracking.DirectRoutes)  # innermost: admitted tracking POSTs skip the router
     app.add_middleware(
         TrackingAdmission, max_bytes=settings.max_inflight_bytes, unknown_size=settings.max_batch_bytes
     )  # added before CORS, so CORS wraps its 429s too

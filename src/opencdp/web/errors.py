@@ -43,14 +43,19 @@ def error_response(status: int, error: str, detail: str, **extra: Any) -> JSONRe
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def domain_response(error: OpenCDPError) -> JSONResponse:
+    """The answer to a domain error (also used by routes served outside FastAPI's router)."""
+    extra = {k: v for k, v in error.to_dict().items() if k not in ("error", "detail")}  # field, and what a kind adds
+    if isinstance(error, TransientError):
+        extra["retry_after"] = max(1, round(error.retry_after))
+    status = 429 if error.code == "too_many_requests" else error.status
+    return error_response(status, error.code, error.detail, **extra)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(OpenCDPError)
     async def _domain(request: Request, error: OpenCDPError) -> JSONResponse:
-        extra = {k: v for k, v in error.to_dict().items() if k not in ("error", "detail")}  # field, and what a kind adds
-        if isinstance(error, TransientError):
-            extra["retry_after"] = max(1, round(error.retry_after))
-        status = 429 if error.code == "too_many_requests" else error.status
-        return error_response(status, error.code, error.detail, **extra)
+        return domain_response(error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -1,27 +1,33 @@
 """The Segment-compatible tracking API: /v1/identify, track, page, screen, group, alias, batch.
 
 Handlers are thin: read the body, find the write key, hand the messages to the
-``Collector`` and wait until they are durable before answering 200.
+``Collector`` and wait until they are durable before answering 200. ``DirectRoutes``
+serves them ahead of FastAPI's router (the routes below stay for the OpenAPI docs).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from opencdp.errors import AuthError, TerminalError
+from opencdp.errors import AuthError, OpenCDPError, TerminalError
 from opencdp.ingest.collector import Collector, Submission
 from opencdp.keys import KeyRing
 from opencdp.web.body import BodyError, basic_auth_user, read_body
-from opencdp.web.errors import JSONResponse, sdk_keys
+from opencdp.web.errors import JSONResponse, domain_response, sdk_keys
 from opencdp.web.schemas import BATCH_SCHEMA, MESSAGE_SCHEMAS, RESPONSES
 
 router = APIRouter(tags=["tracking"])
 _OK = b'{"success":true}'
+_OK_RESPONSE = Response(_OK, media_type="application/json")  # sent as is; CORS adds its headers to a copy
+Handler = Callable[[Request], Awaitable[Response]]
+_DIRECT: dict[str, Handler] = {}  # path -> handler, for DirectRoutes
 
 
 class _Batch(msgspec.Struct):
@@ -76,9 +82,9 @@ async def _unreadable(request: Request, error: TerminalError, body: bytes) -> Re
 
 async def _answer(submission: Submission, *, single: bool) -> Response:
     if submission.durable is not None:
-        await asyncio.wrap_future(submission.durable)
+        await submission.durable
     if not submission.rejected:
-        return Response(_OK, media_type="application/json")
+        return _OK_RESPONSE
     rejected = [r.to_dict() for r in submission.rejected]
     if single or submission.accepted == 0:
         first = rejected[0]
@@ -119,9 +125,10 @@ def _invalid_json(error: msgspec.DecodeError) -> BodyError:
 
 
 for _kind in ("identify", "track", "page", "screen", "group", "alias"):
+    _DIRECT[f"/v1/{_kind}"] = _single(_kind)
     router.add_api_route(
         f"/v1/{_kind}",
-        _single(_kind),
+        _DIRECT[f"/v1/{_kind}"],
         methods=["POST"],
         summary=f"Segment {_kind} call",
         responses=RESPONSES,
@@ -165,6 +172,33 @@ async def batch(request: Request) -> Response:
 
 # RudderStack's and Segment's HTTP import endpoint take the batch shape too.
 router.add_api_route("/v1/import", batch, methods=["POST"], include_in_schema=False)
+_DIRECT["/v1/batch"] = _DIRECT["/v1/import"] = batch
+
+
+class DirectRoutes:
+    """ASGI middleware: serve the tracking POSTs straight from their handlers, ahead of FastAPI's router.
+
+    For a one-event ``/v1/track`` FastAPI's route matching, dependency resolution and
+    telemetry cost the event loop more than the handler does (measured in-process:
+    ~0.4 of ~0.9 ms of CPU per request), and at 1,000 requests/s that CPU is what the
+    p99 is made of. The handlers take the plain ``Request`` and need none of it. A
+    domain error gets the answer the app's exception handlers give; anything else
+    propagates as it would from the router (a 500).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = _DIRECT.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            response = await handler(Request(scope, receive, send))
+        except OpenCDPError as error:
+            response = domain_response(error)
+        await response(scope, receive, send)
 
 
 @router.get("/v1/projects/{write_key}/settings", summary="Source settings for analytics.js")
