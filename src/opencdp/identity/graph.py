@@ -37,14 +37,15 @@ Key = tuple[int, str]
 """Observation order: (event time in epoch ms, message id)."""
 
 
-@dataclass(eq=False)  # compared and hashed by identity
+@dataclass(eq=False, slots=True)  # compared and hashed by identity; slots: one object less per profile
 class Profile:
     id: str
     first: Key
     last: Key
     user_id: str | None = None
     identifiers: list[str] = field(default_factory=list)
-    kinds: Counter[str] = field(default_factory=Counter)
+    kinds: dict[str, int] = field(default_factory=dict)
+    """How many identifiers of each kind it holds (a plain dict: a Counter costs ~1 µs to make)."""
     observations: dict[tuple[str, ...], Key] = field(default_factory=dict)
     """Each distinct identifier set seen, with its earliest occurrence: enough to replay."""
     contested: bool = False
@@ -97,6 +98,24 @@ class _Decision:
     dropped: list[tuple[str, str, Profile | None]]  # identifier, reason, its profile
 
 
+def _all_owned_by(owners: Mapping[str, str], identifiers: Sequence[str], owner: str) -> bool:
+    for identifier in identifiers:  # noqa: SIM110 (a loop: all() of a generator costs more, once per event)
+        if owners.get(identifier) != owner:
+            return False
+    return True
+
+
+def _over_limit(adds: Mapping[str, int], counts: Mapping[str, int], limits: Mapping[str, int], default_limit: int) -> str | None:
+    """Why adding ``adds`` to ``counts`` breaks a per-kind limit (a second user id first), or None."""
+    reason = None
+    for kind, n in adds.items():
+        if counts.get(kind, 0) + n > limits.get(kind, default_limit):
+            if kind == USER_ID:
+                return "user_id_conflict"
+            reason = "limit"
+    return reason
+
+
 class IdentityGraph:
     def __init__(self, rules: Rules | None = None) -> None:
         self.rules = rules or Rules()
@@ -136,8 +155,9 @@ class IdentityGraph:
         """Resolve one event's identifiers (in priority order); its profile id, or None without any."""
         if not identifiers:
             return None
-        owner = self.owner.get(identifiers[0])
-        if owner is not None and all(self.owner.get(i) == owner for i in identifiers[1:]):
+        owners = self.owner
+        owner = owners.get(identifiers[0])
+        if owner is not None and _all_owned_by(owners, identifiers, owner):
             # Most events: every identifier already belongs to one profile. Nothing to decide
             # unless the event is late into a contested profile.
             profile = self.profiles[owner]
@@ -171,6 +191,7 @@ class IdentityGraph:
         new: list[str] = []
         dropped: list[tuple[str, str, Profile | None]] = []
         counts: dict[str, int] = {}  # plain dicts: Counter construction and update cost ~µs per call
+        limits, default_limit = self.rules.limits, self.rules.default_limit
         for identifier in identifiers:
             owner = self.owner.get(identifier)
             profile = self.profiles[owner] if owner is not None else None
@@ -180,13 +201,9 @@ class IdentityGraph:
                 dropped.append((identifier, "kept_apart", profile))
                 continue
             adds: Mapping[str, int] = profile.kinds if profile is not None else {kind_of(identifier): 1}
-            over = [
-                kind
-                for kind, n in adds.items()
-                if counts.get(kind, 0) + n > self.rules.limits.get(kind, self.rules.default_limit)
-            ]
-            if over:
-                dropped.append((identifier, "user_id_conflict" if USER_ID in over else "limit", profile))
+            over = _over_limit(adds, counts, limits, default_limit)
+            if over is not None:
+                dropped.append((identifier, over, profile))
                 continue
             for kind, n in adds.items():
                 counts[kind] = counts.get(kind, 0) + n
@@ -254,8 +271,9 @@ class IdentityGraph:
                 self._contests.setdefault(other.id, set()).add(profile.id)
         self.owner[identifier] = profile.id
         profile.identifiers.append(identifier)
-        profile.kinds[kind_of(identifier)] += 1
-        if kind_of(identifier) == USER_ID:
+        kind = kind_of(identifier)
+        profile.kinds[kind] = profile.kinds.get(kind, 0) + 1
+        if kind == USER_ID:
             profile.user_id = identifier
         self.changes.owners[identifier] = profile.id
         self.changes.first_seen.setdefault(identifier, key)
@@ -265,7 +283,8 @@ class IdentityGraph:
             self.owner[identifier] = into.id
             self.changes.owners[identifier] = into.id
         into.identifiers.extend(merged.identifiers)
-        into.kinds.update(merged.kinds)
+        for kind, n in merged.kinds.items():
+            into.kinds[kind] = into.kinds.get(kind, 0) + n
         into.user_id = into.user_id or merged.user_id
         into.first, into.last = min(into.first, merged.first), max(into.last, merged.last)
         for identifiers, seen in merged.observations.items():
@@ -320,7 +339,7 @@ class IdentityGraph:
         self.changes.redirects.pop(new_id, None)
         for identifier in moving:
             profile.identifiers.remove(identifier)
-            profile.kinds[kind_of(identifier)] -= 1
+            profile.kinds[kind_of(identifier)] -= 1  # held: the key is there
             if profile.user_id == identifier:
                 profile.user_id = None
             self._attach(identifier, split, first)

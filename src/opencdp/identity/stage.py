@@ -85,8 +85,9 @@ class IdentityStage:
         self._lock = threading.Lock()
         self._members: dict[str, set[str]] = {}  # canonical profile -> every id redirected to it
         self._first_seen: dict[str, Key] = {}
-        self._simple: dict[tuple[str | None, str | None], list[str]] = {}
-        self._traits: dict[str, tuple[list[str], int]] = {}  # traits JSON -> its identifiers, unusable count
+        # Identifiers as tuples: the graph keys observations by them (no copy per event).
+        self._simple: dict[tuple[str | None, str | None], tuple[str, ...]] = {}
+        self._traits: dict[str, tuple[tuple[str, ...], int]] = {}  # traits JSON -> its identifiers, unusable count
         self._salt: str | None = None
         self._restore()
 
@@ -206,17 +207,17 @@ class IdentityStage:
         rows = events.select(_EXTRACTED).take(indexes).to_pylist()
         return dict(zip(indexes.to_pylist(), rows, strict=True))
 
-    def _pair_identifiers(self, pair: tuple[str | None, str | None]) -> list[str]:
+    def _pair_identifiers(self, pair: tuple[str | None, str | None]) -> tuple[str, ...]:
         identifiers = self._simple.get(pair)
         if identifiers is None:
             found = extract({"user_id": pair[0], "anonymous_id": pair[1]}, self.graph.rules)
             self.stats.unusable += len(found.unusable)
             if len(self._simple) > 500_000:
                 self._simple.clear()
-            identifiers = self._simple[pair] = found.identifiers
+            identifiers = self._simple[pair] = tuple(found.identifiers)
         return identifiers
 
-    def _with_traits(self, pair: tuple[str | None, str | None], text: str) -> list[str]:
+    def _with_traits(self, pair: tuple[str | None, str | None], text: str) -> tuple[str, ...]:
         """``extract`` of a row holding a userId / anonymousId pair and traits, from caches of both parts.
 
         Identify calls repeat the same traits (an app sends them at every start): parsing the
@@ -228,13 +229,13 @@ class IdentityStage:
             found = extract({"traits": text}, self.graph.rules)
             if len(self._traits) > 200_000:
                 self._traits.clear()
-            cached = self._traits[text] = (found.identifiers, len(found.unusable))
+            cached = self._traits[text] = (tuple(found.identifiers), len(found.unusable))
         from_traits, unusable = cached
         self.stats.unusable += unusable
         from_pair = self._pair_identifiers(pair)
         if not from_pair or not from_traits:
             return from_pair or from_traits
-        return sorted(from_pair + from_traits, key=self.graph.rules.rank)
+        return tuple(sorted(from_pair + from_traits, key=self.graph.rules.rank))
 
     # -- persistence -------------------------------------------------------------
     def link(self, one: str, other: str, *, reason: str, details: dict[str, object] | None = None) -> str:
@@ -399,8 +400,9 @@ class IdentityStage:
                     profile = graph.profiles[profile_id] = Profile(id=profile_id, first=key, last=key)
                 graph.owner[identifier] = profile_id
                 profile.identifiers.append(identifier)
-                profile.kinds[kind_of(identifier)] += 1
-                if kind_of(identifier) == USER_ID:
+                kind = kind_of(identifier)
+                profile.kinds[kind] = profile.kinds.get(kind, 0) + 1
+                if kind == USER_ID:
                     profile.user_id = identifier
                 profile.first, profile.last = min(profile.first, key), max(profile.last, key)
                 self._first_seen[identifier] = key
