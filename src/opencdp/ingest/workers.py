@@ -35,6 +35,8 @@ from opencdp.ingest.validation import Validated, batch_messages, validate
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<I")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+_READY = b"R"  # written once by a worker when it is warmed up
+_READY_TIMEOUT_S = 300.0
 
 
 class _Worker:
@@ -112,10 +114,17 @@ class ValidationWorkers:
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 24,
         )
+        assert process.stdout is not None
+        # A worker warms up (imports, a first Arrow conversion) before it reads requests: seconds on a
+        # busy machine. Waiting for its ready byte keeps the server from reporting healthy meanwhile,
+        # when batches would wait behind the warm-up (a bench's first 10+ s of load got no answer).
+        ready = await asyncio.wait_for(process.stdout.read(1), timeout=_READY_TIMEOUT_S)
+        if ready != _READY:
+            raise RuntimeError(f"validation worker {process.pid} exited during start-up (see its stderr)")
         return _Worker(process)
 
     async def start(self) -> None:
-        self._workers = [await self._spawn() for _ in range(self.count)]
+        self._workers = list(await asyncio.gather(*(self._spawn() for _ in range(self.count))))  # warm up side by side
 
     async def validate(
         self,
@@ -172,6 +181,8 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    results.write(_READY)
+    results.flush()
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         serve(sys.stdin.buffer, results)
 
