@@ -291,8 +291,10 @@ def main() -> None:
             store.delete(backend, old.segment_id)
         for statement in ("DELETE FROM segment_members", "DELETE FROM segment_sizes", "DELETE FROM events WHERE source = 'segments'"):
             backend.execute(statement)
-        if not int(backend.scalar("SELECT count(*) FROM profile_summary") or 0):
+        summarised = int(backend.scalar("SELECT count(*) FROM profile_summary") or 0)
+        if summarised != int(backend.scalar("SELECT count(DISTINCT profile_id) FROM events") or 0):
             # the shop is loaded with SQL, not Backend.load, which keeps the summary with the events
+            backend.execute("DELETE FROM profile_summary")  # a run stopped while filling it
             took, written = timed(lambda: profile_summary.rebuild(backend))
             print(f"profile_summary rebuilt from the events: {written:,} rows in {took:.0f} s")
         rows = int(backend.scalar("SELECT count(*) FROM events") or 0)
