@@ -107,10 +107,6 @@ def _identifiers(backend: Backend, canonical: str) -> list[dict[str, Any]]:
     ]
 
 
-def _in(column: str, values: list[str]) -> exp.Expression:
-    return exp.column(column).isin(*(exp.Literal.string(v) for v in values))
-
-
 def _identity(backend: Backend, canonical: str, members: list[str]) -> dict[str, Any]:
     """The profile's id, merged ids and identifiers (no events read)."""
     return {
@@ -265,7 +261,7 @@ def timeline(
     if resolved is None:
         raise ProfileNotFound(f"there is no profile {profile_id[:80]!r}", field="profile_id")
     canonical, members = resolved
-    condition: exp.Expr = _in("profile_id", members)
+    condition: exp.Expr | None = None
     if before:
         stamp, _, message_id = before.partition("|")
         try:
@@ -275,15 +271,8 @@ def timeline(
         at = exp.cast(exp.Literal.string(moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]), exp.DataType.build("timestamp"))
         earlier = exp.LT(this=exp.column("timestamp"), expression=at)
         tie = exp.column("timestamp").eq(at).and_(exp.LT(this=exp.column("message_id"), expression=exp.Literal.string(message_id)))
-        condition = exp.and_(condition, exp.paren(exp.or_(earlier, tie)))
-    columns = ("message_id", "type", "event", "name", "timestamp", "channel", "source", "user_id", "anonymous_id", "properties", "traits")
-    rows = backend.select(
-        exp.select(*columns)
-        .from_("events")
-        .where(condition)
-        .order_by(exp.column("timestamp").desc(), exp.column("message_id").desc())
-        .limit(limit + 1)
-    ).to_pylist()
+        condition = exp.paren(exp.or_(earlier, tie))
+    rows = backend.select(_timeline_query(backend, members, condition, limit + 1)).to_pylist()
     page, more = rows[:limit], len(rows) > limit
     for row in page:
         for name in ("properties", "traits"):
@@ -292,6 +281,35 @@ def timeline(
     last = page[-1] if page else None
     cursor = f"{last['timestamp'].astimezone(dt.UTC).isoformat()}|{last['message_id']}" if more and last else None
     return principal.mask({"profile_id": canonical, "events": page, "next": cursor})
+
+
+_TIMELINE = ("message_id", "type", "event", "name", "timestamp", "channel", "source", "user_id", "anonymous_id", "properties", "traits")
+
+
+def _timeline_query(backend: Backend, members: list[str], condition: exp.Expr | None, limit: int) -> exp.Select:
+    """The newest ``limit`` events of these profile ids (after the cursor ``condition``).
+
+    One equality per member id, each read through the ``events.profile_id`` index, and the
+    rows sorted after (a materialised CTE on DuckDB): with ``ORDER BY timestamp LIMIT`` over
+    the plain filter DuckDB walks the events in time order instead (0.7-1.4 s at 22M events;
+    this way 3-5 ms).
+    """
+    parts = [
+        exp.select(*_TIMELINE).from_("events").where(exp.and_(exp.column("profile_id").eq(exp.Literal.string(m)), condition))
+        for m in members
+    ]
+    union: exp.Query = parts[0]
+    for part in parts[1:]:
+        union = exp.union(union, part, distinct=False)
+    cte = exp.CTE(this=union, alias=exp.TableAlias(this=exp.to_identifier("r")), materialized=True if backend.capabilities.dialect == "duckdb" else None)
+    query = (
+        exp.select(*_TIMELINE)
+        .from_("r")
+        .order_by(exp.column("timestamp").desc(), exp.column("message_id").desc())
+        .limit(limit)
+    )
+    query.set("with_" if "with_" in exp.Select.arg_types else "with", exp.With(expressions=[cte]))
+    return query
 
 
 class UnmergeIn(BaseModel):
