@@ -61,14 +61,10 @@ from opencdp.storage.schema import (
     PRODUCT_CHANGES,
     PRODUCTS,
     PROFILE_MAP,
-    PROFILE_SUMMARY,
     SEGMENT_MEMBERS,
     T,
     Table,
 )
-
-_NULL_MARKER = "\u0000null"
-"""A trait's latest value when an event set it to null (``arg_max`` would skip a NULL)."""
 
 # -- engine differences -----------------------------------------------------------------------
 
@@ -78,15 +74,15 @@ class Dialect:
 
     name: str
 
-    def json_text(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_text(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         """A JSON scalar as text (a string's value, a number's digits); NULL when missing or null."""
         raise NotImplementedError
 
-    def json_present(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_present(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         """True when the path is set in the JSON (to any value, null included)."""
         raise NotImplementedError
 
-    def json_exists(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_exists(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         """True when the path holds a value other than null (objects and arrays count)."""
         raise NotImplementedError
 
@@ -135,18 +131,18 @@ class DuckDB(Dialect):
     name = "duckdb"
 
     @staticmethod
-    def _pointer(path: tuple[str | int, ...]) -> exp.Literal:
-        # A JSON pointer: DuckDB reads '*' in a '$' path as a wildcard, even quoted. An int is an array index.
-        return exp.Literal.string("".join("/" + (str(k) if isinstance(k, int) else k.replace("~", "~0").replace("/", "~1")) for k in path))
+    def _pointer(path: tuple[str, ...]) -> exp.Literal:
+        # A JSON pointer: DuckDB reads '*' in a '$' path as a wildcard, even quoted.
+        return exp.Literal.string("".join("/" + k.replace("~", "~0").replace("/", "~1") for k in path))
 
-    def json_text(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_text(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         return exp.Anonymous(this="json_extract_string", expressions=[column, self._pointer(path)])
 
-    def json_present(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_present(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         raw = exp.Anonymous(this="json_extract", expressions=[column, self._pointer(path)])
         return exp.Not(this=exp.Is(this=raw, expression=exp.Null()))
 
-    def json_exists(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_exists(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         raw = exp.Anonymous(this="json_extract", expressions=[column, self._pointer(path)])
         return exp.NEQ(
             this=exp.Coalesce(this=exp.cast(raw, exp.DataType.build("VARCHAR")), expressions=[exp.Literal.string("null")]),
@@ -180,14 +176,13 @@ class ClickHouse(Dialect):
     name = "clickhouse"
 
     @staticmethod
-    def _keys(path: tuple[str | int, ...]) -> list[exp.Expr]:
-        # an int is an array index: JSONExtract counts from 1
-        return [exp.Literal.number(k + 1) if isinstance(k, int) else exp.Literal.string(k) for k in path]
+    def _keys(path: tuple[str, ...]) -> list[exp.Expr]:
+        return [exp.Literal.string(k) for k in path]
 
-    def _type(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def _type(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         return exp.cast(exp.Anonymous(this="JSONType", expressions=[column, *self._keys(path)]), exp.DataType.build("String"))
 
-    def json_text(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_text(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         # JSONExtractString gives '' for numbers; the raw text of a number is its digits.
         kind = self._type(column, path)
         string = exp.Anonymous(this="JSONExtractString", expressions=[column.copy(), *self._keys(path)])
@@ -199,10 +194,10 @@ class ClickHouse(Dialect):
             .else_(raw)
         )
 
-    def json_present(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_present(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         return exp.Anonymous(this="JSONHas", expressions=[column, *self._keys(path)])
 
-    def json_exists(self, column: exp.Expr, path: tuple[str | int, ...]) -> exp.Expr:
+    def json_exists(self, column: exp.Expr, path: tuple[str, ...]) -> exp.Expr:
         return exp.NEQ(this=self._type(column, path), expression=exp.Literal.string("Null"))
 
     def to_time(self, text: exp.Expr) -> exp.Expr:
@@ -321,11 +316,8 @@ class _Compiler:
         backend: Backend | None,
         profiles: Sequence[str] | None,
         stack: tuple[str, ...] = (),
-        summary: bool = False,
     ) -> None:
         self.dialect = dialect
-        self.summary = summary
-        """Read traits from ``profile_summary`` (``summary_current``) instead of every event that set them."""
         self.now = now
         self.catalogue = catalogue
         self.backend = backend
@@ -440,9 +432,7 @@ class _Compiler:
                 .where(exp.and_(exp.column("segment_id").eq(exp.Literal.string(segment)), exp.column("member").eq(exp.true())))
             )
         else:
-            inner = _Compiler(
-                self.dialect, self.now, self.catalogue, self.backend, self.profiles, (*self.stack, segment), self.summary
-            )
+            inner = _Compiler(self.dialect, self.now, self.catalogue, self.backend, self.profiles, (*self.stack, segment))
             members = inner.query(tree)
         return exp.In(this=exp.column("profile_id", table="u"), query=members.subquery())
 
@@ -508,50 +498,28 @@ class _Compiler:
         return self.dialect.day_diff(self.dialect.date(today), upcoming)
 
     def trait(self, path: tuple[str, ...]) -> exp.Select:
-        """A profile's latest value of the trait: the last event (by time, then message id) that set it; null unsets.
-
-        From ``profile_summary`` when it is current (one row per profile id, holding each
-        trait's latest value with its time and message id), else from the events.
-        """
-        if self.summary:
-            return self.summary_trait(path)
+        """A profile's latest value of the trait: the last event (by time, then message id) that set it; null unsets."""
         e = lambda name: exp.column(name, table="e")  # noqa: E731
-        marker = exp.Literal.string(_NULL_MARKER)
+        marker = exp.Literal.string("\u0000null")
         value = exp.Coalesce(this=self.dialect.json_text(e("traits"), path), expressions=[marker])
         latest = exp.ArgMax(this=value, expression=exp.Tuple(expressions=[e("timestamp"), e("message_id")]))
-        return self._latest(
-            exp.alias_(exp.to_table(EVENTS.name), "e", table=True),
-            "e",
-            latest,
-            # a write replaces the whole top-level trait
-            [self.dialect.json_present(e("traits"), path[:1]), exp.LTE(this=e("timestamp"), expression=self.at())],
-        )
-
-    def summary_trait(self, path: tuple[str, ...]) -> exp.Select:
-        """``trait`` from ``profile_summary``: ``traits`` holds ``{name: [value, time_ms, message_id, source]}``
-        per profile id; the latest over a profile's ids by (time, message id), as over its events."""
-        s = exp.column("traits", table="s")
-        name, rest = path[0], path[1:]
-        marker = exp.Literal.string(_NULL_MARKER)
-        value = exp.Coalesce(this=self.dialect.json_text(s, (name, 0, *rest)), expressions=[marker])
-        order = exp.Tuple(
-            expressions=[self.dialect.to_number(self.dialect.json_text(s.copy(), (name, 1))), self.dialect.json_text(s.copy(), (name, 2))]
-        )
-        return self._latest(self.ref(PROFILE_SUMMARY, "s"), "s", exp.ArgMax(this=value, expression=order), [self.dialect.json_present(s.copy(), (name,))])
-
-    def _latest(self, source: exp.Expr, alias: str, latest: exp.Expr, conditions: list[exp.Expr]) -> exp.Select:
-        """``(profile_id, value)``: ``latest`` over the rows of ``source`` (under ``alias``, with a ``profile_id``) by canonical profile."""
-        raw = exp.column("profile_id", table=alias)
-        return (
+        rows = (
             exp.select(
-                exp.alias_(self.canonical(raw), "profile_id"),
-                exp.alias_(exp.Nullif(this=latest, expression=exp.Literal.string(_NULL_MARKER)), "value"),
+                exp.alias_(self.canonical(e("profile_id")), "profile_id"),
+                exp.alias_(exp.Nullif(this=latest, expression=marker.copy()), "value"),
             )
-            .from_(source)
-            .join(self.ref(PROFILE_MAP, "pm"), on=exp.column("profile_id", table="pm").eq(raw.copy()), join_type="left")
-            .where(exp.and_(*self.restrict(raw.copy()), *conditions))
-            .group_by(self.canonical(raw.copy()))
+            .from_(exp.alias_(exp.to_table(EVENTS.name), "e", table=True))
+            .join(self.ref(PROFILE_MAP, "pm"), on=exp.column("profile_id", table="pm").eq(e("profile_id")), join_type="left")
+            .where(
+                exp.and_(
+                    *self.restrict(e("profile_id")),
+                    self.dialect.json_present(e("traits"), path[:1]),  # a write replaces the whole top-level trait
+                    exp.LTE(this=e("timestamp"), expression=self.at()),
+                )
+            )
+            .group_by(self.canonical(e("profile_id")))
         )
+        return rows
 
     # events -------------------------------------------------------------------------------
     def aggregate_kind(self, node: Aggregate) -> str:
@@ -1033,37 +1001,20 @@ def compile_segment(
     params: Mapping[str, Any] | None = None,
     catalogue: Catalogue | None = None,
     profiles: Sequence[str] | None = None,
-    summary: bool = False,
 ) -> exp.Select:
     """``SELECT profile_id`` of the canonical profiles in the segment at ``now``.
 
     ``target``: a backend, or a dialect name (``duckdb``, ``clickhouse``) to render
     without one. ``params`` binds ``$parameters``; ``catalogue`` resolves computed traits
-    and other segments; ``profiles`` limits evaluation to these canonical ids;
-    ``summary``: read traits from ``profile_summary`` (only where ``summary_current``).
+    and other segments; ``profiles`` limits evaluation to these canonical ids.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware, e.g. datetime.now(datetime.UTC)")
     tree = bind(tree, params or {})
     backend = target if isinstance(target, Backend) else None
     dialect = DIALECTS[target.capabilities.dialect if isinstance(target, Backend) else target]
-    compiler = _Compiler(dialect, now, catalogue or Catalogue(), backend, profiles, summary=summary)
+    compiler = _Compiler(dialect, now, catalogue or Catalogue(), backend, profiles)
     return compiler.query(tree)
-
-
-def summary_current(backend: Backend, now: dt.datetime) -> bool:
-    """Whether ``profile_summary`` holds every profile's traits as of ``now``: it has rows and no
-    event in it is later than ``now`` (an evaluation in the past reads the events up to then).
-
-    ``Backend.load`` keeps the summary with the events; a store whose events were copied in
-    another way (the real-time evaluator's scratch copy) has an empty one.
-    """
-    newest = backend.scalar(exp.select(exp.Max(this=exp.column("last_seen"))).from_(PROFILE_SUMMARY.name))
-    if newest is None:
-        return False
-    if isinstance(newest, dt.datetime) and newest.tzinfo is None:
-        newest = newest.replace(tzinfo=dt.UTC)
-    return bool(newest <= now)
 
 
 class SegmentQueryError(TerminalError):
@@ -1080,13 +1031,7 @@ _RENDERED_MAX = 1024
 
 
 def _cache_key(
-    dialect: str,
-    tree: Node,
-    params: Mapping[str, Any] | None,
-    catalogue: Catalogue,
-    profiles: Sequence[str] | None,
-    now: dt.datetime,
-    summary: bool = False,
+    dialect: str, tree: Node, params: Mapping[str, Any] | None, catalogue: Catalogue, profiles: Sequence[str] | None, now: dt.datetime
 ) -> tuple[Any, ...] | None:
     trees, seen, stack = [tree], set(), [tree]
     while stack:  # the segments it refers to, at any depth
@@ -1100,7 +1045,6 @@ def _cache_key(
     try:
         return (
             dialect,
-            summary,
             tuple(trees),
             tuple(sorted(seen)),
             tuple(sorted((k, _frozen(v)) for k, v in (params or {}).items())),
@@ -1122,20 +1066,6 @@ def _scores_named(backend: Backend, tree: Node) -> dict[str, ScoreInfo]:
     return score_names(backend)
 
 
-def _reads_traits(tree: Node, catalogue: Catalogue) -> bool:
-    """Whether the tree (or a segment it refers to, at any depth) reads a trait."""
-    trees, seen = [tree], set()
-    while trees:
-        for node in trees.pop().walk():
-            if isinstance(node, Trait | Age | DaysUntil):
-                return True
-            if isinstance(node, InSegment) and node.segment not in seen:
-                seen.add(node.segment)
-                inner = catalogue.segments.get(node.segment)
-                trees += [inner] if inner is not None else []
-    return False
-
-
 def _frozen(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -1148,15 +1078,14 @@ def render(
     params: Mapping[str, Any] | None = None,
     catalogue: Catalogue | None = None,
     profiles: Sequence[str] | None = None,
-    summary: bool = False,
 ) -> tuple[str, dict[str, str]]:
     """The segment's query for ``backend`` and its parameters (cached, see ``_RENDERED``)."""
     catalogue = catalogue or Catalogue()
     dialect = DIALECTS[backend.capabilities.dialect]
-    key = _cache_key(dialect.name, tree, params, catalogue, profiles, now, summary)
+    key = _cache_key(dialect.name, tree, params, catalogue, profiles, now)
     cached = _RENDERED.get(key) if key is not None else None
     if cached is None:
-        query = compile_segment(tree, backend, now, params=params, catalogue=catalogue, profiles=profiles, summary=summary)
+        query = compile_segment(tree, backend, now, params=params, catalogue=catalogue, profiles=profiles)
         uses_now = any(isinstance(node, exp.Placeholder) for node in query.walk())
         cached = backend.render(query), uses_now
         if key is not None:
@@ -1198,8 +1127,7 @@ def member_ids(
         catalogue = Catalogue(segments=segments or {}, scores=_scores_named(backend, tree))
     elif segments is not None:
         catalogue = Catalogue(computed=catalogue.computed, segments=segments, scores=catalogue.scores)
-    summary = _reads_traits(tree, catalogue) and summary_current(backend, now)
-    sql, values = render(backend, tree, now, params=params, catalogue=catalogue, profiles=profiles, summary=summary)
+    sql, values = render(backend, tree, now, params=params, catalogue=catalogue, profiles=profiles)
     try:
         result = backend.query_arrow(sql, values)
     except MemoryError as error:
